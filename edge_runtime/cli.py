@@ -1,0 +1,59 @@
+"""`edge-runtime` command line: decode, run, check-config, bench, models.
+
+Each subcommand lives next to what it drives and registers itself here through
+`add_parser(subparsers)`; expected errors end as one line on stderr with exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edge_runtime import __version__
+
+# (module, present in every install). A module not yet present is simply not offered.
+SUBCOMMANDS = [
+    "edge_runtime.decode_cli",
+    "edge_runtime.service.cli",
+    "edge_runtime.bench.cli",
+    "edge_runtime.models_cli",
+]
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-runtime", description="Read QR codes on a line and deliver every result.")
+    p.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in SUBCOMMANDS:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue
+            raise
+        m.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # `edge-runtime` alone runs the embedded demo, like `edge-runtime run`.
+        args = parser.parse_args(["run", *(argv or [])])
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"edge-runtime: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
