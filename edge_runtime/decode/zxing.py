@@ -9,7 +9,11 @@ from edge_runtime.code import Code, best_effort_text
 
 # QR family only: scanning for every 1D symbology costs ~10x and a plant's 1D
 # labels next to the QR code would come out as extra "reads".
-_FORMATS = zxingcpp.BarcodeFormat.QRCode | zxingcpp.BarcodeFormat.MicroQRCode | zxingcpp.BarcodeFormat.RMQRCode
+_QR_FAMILY = [zxingcpp.BarcodeFormat.QRCode, zxingcpp.BarcodeFormat.MicroQRCode, zxingcpp.BarcodeFormat.RMQRCode]
+try:  # zxing-cpp >= 3 takes a list and deprecates `|`; 2.x only has `|`
+    _FORMATS = zxingcpp.BarcodeFormats(_QR_FAMILY)
+except (AttributeError, TypeError):
+    _FORMATS = _QR_FAMILY[0] | _QR_FAMILY[1] | _QR_FAMILY[2]
 
 
 def _fmt(barcode) -> str:

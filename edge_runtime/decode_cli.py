@@ -1,0 +1,70 @@
+"""`edge-runtime decode`: read QR codes from image files or folders, models loaded once."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+
+from edge_runtime import detect
+from edge_runtime.code import Code
+from edge_runtime.imageio import DEFAULT_MAX_PIXELS, ImageError, expand, load_gray
+from edge_runtime.textsafe import printable
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("decode", help="read QR codes from images or folders of images")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    p.add_argument("--detector", choices=detect.CHOICES, default="auto", help="INT8 code detector (default: auto)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default %(default)s)")
+    p.add_argument("--deadline-ms", type=float, default=None, help="stop retrying a hard image after this long")
+    p.set_defaults(func=run)
+
+
+def code_json(c: Code) -> dict:
+    d = c.to_dict()
+    try:
+        c.raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # text is then a best guess; the bytes are the truth, carried losslessly.
+        d["bytes_b64"] = base64.b64encode(c.raw).decode("ascii")
+    return d
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_runtime.cli import UserError
+    from edge_runtime.reader import Reader
+
+    try:
+        reader = Reader(detector=args.detector, deadline_ms=args.deadline_ms)
+    except (detect.DetectorUnavailable, RuntimeError) as exc:
+        raise UserError(f"--detector {args.detector}: {exc}") from None
+    failed = 0
+    out = sys.stdout
+    for source, error in expand(args.paths):
+        t0 = time.perf_counter()
+        codes: list[Code] = []
+        if error is None:
+            try:
+                codes = reader.read(load_gray(source, max_pixels=args.max_pixels))
+            except ImageError as exc:
+                error = str(exc)
+        ms = (time.perf_counter() - t0) * 1000.0
+        if error is not None:
+            failed += 1
+        if args.json:
+            obj = {"source": source, "error": error} if error else {
+                "source": source, "codes": [code_json(c) for c in codes], "elapsed_ms": round(ms, 2)}
+            out.write(json.dumps(obj, ensure_ascii=True) + "\n")
+        elif error:
+            out.write(f"{printable(source)}: error: {error}\n")
+        elif not codes:
+            out.write(f"{printable(source)}: no code ({ms:.1f} ms)\n")
+        else:
+            texts = "; ".join(f'"{printable(c.text, 200)}" ({c.decoder}/{c.stage})' for c in codes)
+            out.write(f"{printable(source)}: {len(codes)} code{'s' if len(codes) > 1 else ''} ({ms:.1f} ms): {texts}\n")
+        out.flush()
+    return 1 if failed else 0

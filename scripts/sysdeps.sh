@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the Debian packages edge-runtime needs, or say exactly which are missing.
+#   sysdeps.sh run   -> libzbar0 (ZBar fallback; the reader works without it, one warning)
+#   sysdeps.sh test  -> also mosquitto and socat (the tests start their own broker and pty pairs)
+set -euo pipefail
+want=(libzbar0)
+[[ "${1:-run}" == test ]] && want+=(mosquitto socat)
+
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# A venv needs ensurepip, which Debian ships separately.
+python3 -c 'import ensurepip' 2>/dev/null || missing+=("python3-venv")
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+  echo "installing system packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "missing system packages: ${missing[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+  [[ "${1:-run}" == test ]] && exit 1
+  exit 0  # `make run` carries on: only the ZBar fallback is lost, and the reader says so
+fi
