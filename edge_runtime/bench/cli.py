@@ -1,0 +1,34 @@
+"""`edge-runtime bench ...`: each benchmark is a module with `add_parser(subparsers)`.
+
+To add one (e.g. `bench soak`), put `edge_runtime/bench/soak.py` with an `add_parser`
+that registers its subparser and sets `func=`, and list it in BENCHES. A module that is
+not present yet is simply not offered, like the top-level dispatcher does.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+BENCHES = [
+    "edge_runtime.bench.decode",
+    "edge_runtime.bench.soak",
+]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="measure read rates and timings on synthetic frames")
+    sub = p.add_subparsers(dest="bench", metavar="BENCH")
+    for mod in BENCHES:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue
+            raise
+        m.add_parser(sub)
+
+    def _help(args) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=_help)
