@@ -40,10 +40,16 @@ def stretch(gray: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.0) -> np.n
 
 
 def local_normalize(gray: np.ndarray, sigma: float = 15.0) -> np.ndarray:
-    """Divide out slowly varying illumination (gradients, soft glare) so one threshold fits."""
-    g = gray.astype(np.float32) + 1.0
-    bg = cv2.GaussianBlur(g, (0, 0), sigma)
-    out = g / bg * 160.0
+    """Divide out slowly varying illumination (gradients, soft glare) so one threshold fits.
+
+    The background is estimated at 1/4 resolution: it varies slowly by definition, and a
+    full-resolution blur with this sigma costs ~25 ms per 720p frame instead of ~3.
+    """
+    h, w = gray.shape
+    f = 4 if min(h, w) >= 64 else 1
+    small = cv2.resize(gray, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA).astype(np.float32)
+    bg = cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
+    out = (gray.astype(np.float32) + 1.0) / (bg + 1.0) * 160.0
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
