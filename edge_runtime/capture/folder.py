@@ -1,0 +1,193 @@
+"""A folder of still images, in natural name order (img2 before img10): the way users replay
+photos taken by a handheld or a test set, through the same service path as a camera.
+
+Images are loaded with Pillow rather than cv2.imread because phones and PDAs store rotated
+pictures with an EXIF Orientation tag, which cv2 honours only for some formats; a code the
+operator sees upright must reach the reader upright. A bad file never stops the run: it is
+logged once (one line naming it) and skipped. A file larger than `max_pixels` is refused from
+its header before any pixel is decoded, so one huge or hostile image cannot exhaust RAM on a
+1 GB board.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.capture.base import Frame, SourceError, pace
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+DEFAULTS: dict = {
+    "path": "",
+    "loop": False,
+    "fps": 0.0,  # 0 = as fast as the service takes them
+    "pattern": "*",  # glob within the folder (not recursive), e.g. "line3_*"
+    "max_pixels": 40_000_000,
+}
+KEYS: set[str] = set(DEFAULTS)
+REQUIRED: set[str] = {"path"}
+TYPES: dict[str, tuple[type, ...]] = {
+    "path": (str,),
+    "loop": (bool,),
+    "fps": (int, float),
+    "pattern": (str,),
+    "max_pixels": (int,),
+}
+
+
+def natural_key(name: str) -> list:
+    """'img2.png' < 'img10.png': digit runs compare as numbers, the rest case-insensitively."""
+    return [(0, int(part), part) if part.isdigit() else (1, part.lower(), part) for part in re.split(r"(\d+)", name)]
+
+
+def list_images(folder: Path, pattern: str = "*") -> list[Path]:
+    files = [p for p in folder.glob(pattern) if p.suffix.lower() in EXTENSIONS and p.is_file()]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+class ImageRefused(Exception):
+    """The file is not an image we will load (unreadable, corrupt, too large); message says why."""
+
+
+def load_image(path: Path, max_pixels: int = DEFAULTS["max_pixels"]) -> np.ndarray:
+    """Decode one image to BGR (colour) or gray uint8, upright per its EXIF orientation."""
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels is the limit; Pillow's bomb warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size  # from the header; no pixel decoded yet
+                if w * h > max_pixels:
+                    raise ImageRefused(f"{w}x{h} = {w * h} pixels is above max_pixels={max_pixels}")
+                im = ImageOps.exif_transpose(im)  # also forces the decode
+                return _to_uint8(im)
+    except ImageRefused:
+        raise
+    except Image.DecompressionBombError as exc:
+        # Pillow's own limit (2x its MAX_IMAGE_PIXELS) fired in Image.open, before ours could.
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        n = m.group(1) if m else "too many"
+        raise ImageRefused(f"{n} pixels is above max_pixels={max_pixels}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageRefused(f"cannot decode: {msg}") from None
+
+
+def _to_uint8(im) -> np.ndarray:  # noqa: ANN001 - a PIL image
+    mode = im.mode
+    if mode == "L":
+        return np.asarray(im, dtype=np.uint8).copy()
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit industrial TIFFs: scale to 8 bits instead of clipping everything to white.
+        a = np.asarray(im)
+        if mode.startswith("I;16"):
+            return (a.astype(np.uint16) >> 8).astype(np.uint8)
+        a = a.astype(np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        return np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        # Black modules on a transparent background would turn black on black if the alpha
+        # were dropped: composite over white paper first.
+        from PIL import Image
+
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    elif mode == "1":
+        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+class FolderSource:
+    kind = "folder"
+    DEFAULTS, KEYS, REQUIRED, TYPES = DEFAULTS, KEYS, REQUIRED, TYPES
+
+    def __init__(self, options: dict) -> None:
+        o = {**DEFAULTS, **options}
+        self._raw_path = str(o["path"])
+        self.folder = Path(self._raw_path).expanduser()
+        self.loop = bool(o["loop"])
+        self.fps = float(o["fps"])
+        self.pattern = str(o["pattern"]) or "*"
+        self.max_pixels = int(o["max_pixels"])
+        self.files: list[Path] = []
+        self._pos = 0  # next file in self.files
+        self._index = 0
+        self._state = "closed"
+        self._skipped: set[Path] = set()  # logged once each, even when looping
+        self._pass_frames = 0  # frames delivered in the current pass over the folder
+        self._last_error: str | None = None
+        self._t0 = 0.0
+
+    def open(self) -> None:
+        if not self._raw_path.strip():
+            raise SourceError("folder source needs path = \"/path/to/images\"")
+        if not self.folder.exists():
+            raise SourceError(f"folder {self.folder} does not exist")
+        if not self.folder.is_dir():
+            raise SourceError(f"folder {self.folder} is not a directory")
+        if not os.access(self.folder, os.R_OK | os.X_OK):
+            raise SourceError(f"folder {self.folder} is not readable (permissions)")
+        self.files = list_images(self.folder, self.pattern)
+        if not self.files:
+            exts = ", ".join(e.lstrip(".") for e in EXTENSIONS)
+            matching = f" matching {self.pattern!r}" if self.pattern != "*" else ""
+            raise SourceError(f"folder {self.folder} has no images{matching} ({exts})")
+        self._state = "open"
+        self._t0 = time.monotonic()
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        if self._state != "open":
+            return None
+        if self.fps > 0:
+            pace(self._t0 + self._index / self.fps, timeout)
+        while True:
+            if self._pos >= len(self.files):
+                if not self.loop or self._pass_frames == 0:
+                    # A looping folder whose every file went bad would otherwise spin forever.
+                    if self.loop:
+                        self._last_error = f"folder {self.folder}: no readable image left"
+                        log.error("%s; stopping", self._last_error)
+                    self._state = "finished"
+                    return None
+                self._pos = 0
+                self._pass_frames = 0
+            path = self.files[self._pos]
+            self._pos += 1
+            try:
+                image = load_image(path, self.max_pixels)
+            except ImageRefused as exc:
+                self._last_error = f"{path}: {exc}"
+                if path not in self._skipped:
+                    self._skipped.add(path)
+                    log.warning("skipping image %s: %s", path, exc)
+                continue
+            frame = Frame(image=image, index=self._index, ts=time.time())
+            self._index += 1
+            self._pass_frames += 1
+            return frame
+
+    def state(self) -> dict:
+        return {
+            "state": self._state,
+            "frames": self._index,
+            "reopens": 0,
+            "last_error": self._last_error,
+            "images": len(self.files),
+            "skipped": len(self._skipped),
+        }
+
+    def close(self) -> None:
+        if self._state != "finished":
+            self._state = "closed"
