@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Frame:
     image: np.ndarray  # BGR or gray uint8
-    index: int  # 0,1,2,... per source since open (keeps counting across reopens and loops)
+    # 0,1,2,... per source since open, counting across reopens and loops. Live sources number
+    # frames as captured, so a gap means frames dropped because the service fell behind.
+    index: int
     ts: float  # time.time() at capture
     # Synthetic only: [{"payload": bytes, "corners": [[x, y]*4], "label_id": int}], the ground
     # truth that lets tests and benchmarks check every code was read.
@@ -210,6 +212,9 @@ class LiveCapture:
             if self._attempts == 1 and self._frames == 0 and self._reopens == 0:
                 # Never connected since open(): the one line that says why we are waiting.
                 log.warning("%s: %s; retrying with backoff (%.1f..%.0f s)", self.name, self._last_error, self.BACKOFF_MIN, self.BACKOFF_MAX)
+            return None
+        if self._stop.is_set():  # close() came while we were connecting
+            cap.release()
             return None
         if self._state != "open":
             log.warning("%s: open (after %d failed attempt(s))", self.name, self._attempts)
