@@ -1,0 +1,107 @@
+"""Options of the mqtt sink: defaults, the set of known keys, and resolution into one dict.
+
+The config layer validates types and rejects keys not in KEYS (and, inside `tls`, not in
+TLS_KEYS); `resolve_options` repeats the checks that need values (ranges, topics, the
+password env var) so that a sink built from code gets the same one-line errors.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from edge_runtime.outbox import POLICIES
+
+DEFAULTS: dict[str, Any] = {
+    "host": "localhost",
+    "port": 1883,
+    "protocol": "3.1.1",          # "3.1.1" or "5"
+    "tls": None,                  # table {ca_file, cert_file, key_file, insecure}; absent = plain TCP
+    "username": None,
+    "password": None,
+    "password_env": None,         # name of an env var holding the password (keeps secrets out of the file)
+    "client_id": None,            # None -> f"edge-runtime-{device_id}"
+    "topic_prefix": "edge",
+    "qos": 1,                     # 0, 1 or 2; 0 = at-most-once (leaves the outbox when written to the socket)
+    "keepalive": 30,              # seconds
+    "outbox": None,               # None -> f"/var/lib/edge-runtime/outbox-{name}.sqlite"
+    "outbox_max_mb": 64,
+    "outbox_policy": "drop_oldest",  # or "drop_newest"
+    "status_interval_s": 10,
+    "max_inflight": 20,           # unacknowledged results on the wire at once
+}
+KEYS: frozenset[str] = frozenset(DEFAULTS)
+
+TLS_DEFAULTS: dict[str, Any] = {
+    "ca_file": None,      # None -> the system CA store
+    "cert_file": None,    # client certificate (mutual TLS), with key_file
+    "key_file": None,
+    "insecure": False,    # true skips the broker *hostname* check only; the chain is still verified
+}
+TLS_KEYS: frozenset[str] = frozenset(TLS_DEFAULTS)
+
+PROTOCOLS = {"3.1.1": "3.1.1", "311": "3.1.1", "5": "5", "5.0": "5"}
+DEFAULT_OUTBOX = "/var/lib/edge-runtime/outbox-{name}.sqlite"
+
+
+def _bad_topic_part(s: str) -> bool:
+    return not s or any(c in s for c in "+#\x00")
+
+
+def resolve_options(name: str, device_id: str, options: dict | None) -> dict[str, Any]:
+    """Merge `options` over DEFAULTS and check values. Raises ValueError with one line naming
+    the sink and the key, e.g. "mqtt sink 'plant': unknown option 'prot' (known: ...)"."""
+    where = f"mqtt sink {name!r}"
+    options = dict(options or {})
+    unknown = sorted(set(options) - KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown option {unknown[0]!r} (known: {', '.join(sorted(KEYS))})")
+    o = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+
+    proto = PROTOCOLS.get(str(o["protocol"]))
+    if proto is None:
+        raise ValueError(f"{where}: protocol must be \"3.1.1\" or \"5\", got {o['protocol']!r}")
+    o["protocol"] = proto
+    if o["qos"] not in (0, 1, 2) or isinstance(o["qos"], bool):
+        raise ValueError(f"{where}: qos must be 0, 1 or 2, got {o['qos']!r}")
+    if o["outbox_policy"] not in POLICIES:
+        raise ValueError(f"{where}: outbox_policy must be one of {', '.join(POLICIES)}, got {o['outbox_policy']!r}")
+    if not (isinstance(o["port"], int) and 0 < o["port"] < 65536):
+        raise ValueError(f"{where}: port must be 1..65535, got {o['port']!r}")
+    for key, lo in (("keepalive", 5), ("max_inflight", 1), ("status_interval_s", 0.1), ("outbox_max_mb", 0)):
+        if not isinstance(o[key], (int, float)) or isinstance(o[key], bool) or o[key] < lo:
+            raise ValueError(f"{where}: {key} must be a number >= {lo}, got {o[key]!r}")
+    o["max_inflight"] = int(o["max_inflight"])
+    o["keepalive"] = int(o["keepalive"])
+
+    # Topics are built only from config, never from a payload; a wildcard or NUL here would
+    # make the broker reject every publish, a "/" in device_id would change the topic tree.
+    if _bad_topic_part(str(o["topic_prefix"])):
+        raise ValueError(f"{where}: topic_prefix must be non-empty without '+', '#' or NUL, got {o['topic_prefix']!r}")
+    if _bad_topic_part(device_id) or "/" in device_id:
+        raise ValueError(f"{where}: device_id must be non-empty without '/', '+', '#' or NUL, got {device_id!r}")
+
+    if o["password_env"]:
+        var = o["password_env"]
+        if var not in os.environ:
+            raise ValueError(f"{where}: password_env names ${var}, which is not set in the service environment")
+        o["password"] = os.environ[var]
+    if o["password"] is not None and not o["username"]:
+        raise ValueError(f"{where}: a password needs a username")
+
+    if o["tls"] is not None:
+        tls = dict(o["tls"])
+        unknown = sorted(set(tls) - TLS_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown option tls.{unknown[0]} (known: {', '.join(sorted(TLS_KEYS))})")
+        tls = {**TLS_DEFAULTS, **tls}
+        for key in ("ca_file", "cert_file", "key_file"):
+            if tls[key] and not os.path.isfile(tls[key]):
+                raise ValueError(f"{where}: tls.{key} {tls[key]} does not exist or is not a file")
+        if bool(tls["cert_file"]) != bool(tls["key_file"]):
+            raise ValueError(f"{where}: tls.cert_file and tls.key_file go together (mutual TLS)")
+        o["tls"] = tls
+
+    o["client_id"] = o["client_id"] or f"edge-runtime-{device_id}"
+    o["outbox"] = o["outbox"] or DEFAULT_OUTBOX.format(name=name)
+    return o

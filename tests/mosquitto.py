@@ -1,0 +1,339 @@
+"""A real mosquitto broker for tests: own config file in a temp dir, a free loopback port,
+start/stop/restart on the same port, killed on teardown (and if the test process dies).
+
+Why a real broker: the MQTT sink's promises (LWT, retained status, redelivery after a broker
+restart, refused credentials, TLS failures) are broker behaviour; a fake would only test our
+idea of the broker.
+
+    from mosquitto import Broker, broker_fixture, make_broker   # tests/ is on sys.path
+
+    broker = broker_fixture()                 # a started broker per test
+    def test_x(broker): ... broker.port ...
+    def test_y(make_broker):                  # custom config, all stopped at teardown
+        b = make_broker(extra="password_file /x", allow_anonymous=False)
+
+Broker(port=None) picks a free port at construction, so a test may learn the port, point a
+client at it, and only later call start() (the "broker down at start" case).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+HOST = "127.0.0.1"
+
+
+def free_port(host: str = HOST) -> int:
+    """A port nobody listens on right now (the kernel's choice, so parallel tests don't collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if pytest is SIGKILLed the broker must not outlive it
+    # and keep a port (and a retained-message store) around for the next run.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+class Broker:
+    """One mosquitto process. `extra` is appended to the config right after the listener line,
+    so listener options (cafile/certfile/keyfile, ...) apply to it; global ones work too.
+
+    persistence=True keeps sessions and retained messages across restart() (mosquitto saves its
+    db on SIGTERM), which a subscriber with clean_session=False needs to get messages that were
+    published while it was still reconnecting.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        extra: str = "",
+        allow_anonymous: bool = True,
+        persistence: bool = False,
+        tmpdir: str | os.PathLike | None = None,
+        host: str = HOST,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._own_tmp = tmpdir is None
+        self.dir = Path(tmpdir) if tmpdir is not None else Path(tempfile.mkdtemp(prefix="mosquitto-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.extra = extra
+        self.allow_anonymous = allow_anonymous
+        self.persistence = persistence
+        self.conf_path = self.dir / "mosquitto.conf"
+        self.log_path = self.dir / "mosquitto.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    # -- config -----------------------------------------------------------------------------
+    def config_text(self) -> str:
+        lines = [
+            f"listener {self.port} {self.host}",
+            self.extra,
+            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
+            # We run as root in CI; without this mosquitto drops to user "mosquitto" and can
+            # no longer write its log or persistence db in our temp dir.
+            "user root",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp true",
+            "max_queued_messages 100000",
+        ]
+        if self.persistence:
+            lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
+        else:
+            lines += ["persistence false"]
+        return "\n".join(line for line in lines if line) + "\n"
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 20.0) -> "Broker":
+        """Start and return only once the port accepts connections from *this* process
+        (mosquitto logs "running" after its listeners are open)."""
+        if self.running:
+            return self
+        self.conf_path.write_text(self.config_text())
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+        )
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise BrokerError(
+                    f"mosquitto on port {self.port} exited with {self.proc.returncode}: "
+                    f"{err.strip()} {self.log_tail(log_offset)}"
+                )
+            if self._log_says_running(log_offset) and self._accepts():
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise BrokerError(f"mosquitto on port {self.port} did not accept connections within {timeout}s: "
+                          f"{self.log_tail(log_offset)}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGTERM: persistence db is saved), SIGKILL if it hangs."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reap()
+
+    def kill(self) -> None:
+        """Abrupt death: no db save, sockets reset."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._reap()
+
+    def restart(self, timeout: float = 20.0) -> "Broker":
+        """Stop and start again on the same port (clients reconnect to the same address)."""
+        self.stop()
+        return self.start(timeout)
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_tmp:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "Broker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def log_tail(self, offset: int = 0, n: int = 2000) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def _log_says_running(self, offset: int) -> bool:
+        return " running" in self.log_tail(offset, n=100000)
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def _reap(self) -> None:
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def __repr__(self) -> str:
+        return f"Broker({self.host}:{self.port}, running={self.running})"
+
+
+def broker_fixture(scope: str = "function", **kwargs) -> Callable:
+    """A pytest fixture yielding a started Broker(**kwargs), stopped at teardown.
+    Assign it in a test module: `broker = broker_fixture(persistence=True)`."""
+
+    @pytest.fixture(scope=scope)
+    def _broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+        b = Broker(tmpdir=tmp_path_factory.mktemp("mosquitto"), **kwargs)
+        try:
+            yield b.start()
+        finally:
+            b.close()
+
+    return _broker
+
+
+@pytest.fixture
+def make_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Broker]]:
+    """Factory for brokers with custom config; not started (call .start()), all stopped at teardown."""
+    made: list[Broker] = []
+
+    def make(port: int | None = None, **kwargs) -> Broker:
+        b = Broker(port, tmpdir=tmp_path_factory.mktemp("mosquitto"), **kwargs)
+        made.append(b)
+        return b
+
+    try:
+        yield make
+    finally:
+        for b in made:
+            b.close()
+
+
+broker = broker_fixture()
+
+
+class Subscriber:
+    """A real paho subscriber that records every message (topic, payload, retain) it gets.
+
+    It re-subscribes on every connect and reconnects quickly (1-2 s) after a broker restart.
+    With clean_session=False and a broker started with persistence=True, messages published
+    while it was reconnecting are queued by the broker and still arrive.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        topics: str | list[str] = "#",
+        *,
+        host: str = HOST,
+        client_id: str | None = None,
+        clean_session: bool = True,
+        qos: int = 1,
+        protocol: str = "3.1.1",
+        ca_file: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self._mqtt = mqtt
+        self.host, self.port = host, port
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        self.qos = qos
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        kw: dict = {"client_id": client_id or f"test-sub-{os.getpid()}-{id(self):x}"}
+        if protocol == "5":
+            kw["protocol"] = mqtt.MQTTv5
+        else:
+            kw["protocol"] = mqtt.MQTTv311
+            kw["clean_session"] = clean_session
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kw)
+        if ca_file:
+            self.client.tls_set(ca_certs=ca_file)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            client.subscribe([(t, self.qos) for t in self.topics])
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._cond.notify_all()
+
+    def start(self, timeout: float = 20.0) -> "Subscriber":
+        self.client.connect_async(self.host, self.port, keepalive=10)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            self.close()
+            raise BrokerError(f"subscriber could not subscribe on {self.host}:{self.port} within {timeout}s")
+        return self
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> "Subscriber":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._cond:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+        """Poll-free wait: re-check `predicate` whenever a message arrives, up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+            return True

@@ -1,0 +1,477 @@
+"""MqttSink against a real mosquitto (tests/mosquitto.py) and a real paho subscriber.
+
+What a plant relies on: every result arrives on the fixed topic, in id order, after broker
+restarts and after our own process is killed; the retained status tells the truth (online,
+offline on close, offline by Last Will on a crash); bad credentials/TLS are one clear log line
+and lose nothing; commands reach the handler and garbage on the command topic changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+try:  # tests/ is a rootdir-less directory today; keep working if it becomes a package
+    from tests.mosquitto import Broker, Subscriber, broker_fixture, make_broker  # noqa: F401
+except ImportError:
+    from mosquitto import Broker, Subscriber, broker_fixture, make_broker  # noqa: F401
+
+import edge_runtime
+from edge_runtime.outbox import Outbox
+from edge_runtime.sinks import sink_class
+from edge_runtime.sinks.mqtt import DEFAULTS, KEYS, MqttSink, TLS_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+broker = broker_fixture()
+
+
+def wait(pred, timeout: float = 20.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def result(i: int, dev: str = "dev1", text: str | None = None) -> dict:
+    return {
+        "id": i, "device_id": dev, "ts": "2026-11-25T14:39:07.123Z", "kind": "read",
+        "text": text if text is not None else f"LOT-{i:06d}", "format": "QRCode",
+        "corners": [[0, 0], [10, 0], [10, 10], [0, 10]], "decoder": "zxing", "stage": "roi",
+        "frame": i, "latency_ms": 3.5, "first_seen": "2026-11-25T14:39:07.100Z",
+        "last_seen": "2026-11-25T14:39:07.123Z", "frames": 1,
+    }
+
+
+def sink_options(port: int, tmp_path: Path, **kw) -> dict:
+    return {"host": "127.0.0.1", "port": port, "outbox": str(tmp_path / "outbox.sqlite"),
+            "status_interval_s": 1, **kw}
+
+
+def ids_on(sub: Subscriber, topic: str) -> list[int]:
+    return [json.loads(p)["id"] for p in sub.on(topic)]
+
+
+def first_arrivals(ids: list[int]) -> list[int]:
+    seen, out = set(), []
+    for i in ids:
+        if i not in seen:
+            seen.add(i)
+            out.append(i)
+    return out
+
+
+def last_status(sub: Subscriber, topic: str) -> dict | None:
+    msgs = sub.on(topic)
+    return json.loads(msgs[-1]) if msgs else None
+
+
+@pytest.fixture
+def sinks():
+    """Sinks made by a test are closed even when it fails, so threads never leak."""
+    made: list[MqttSink] = []
+
+    def make(*args, **kw) -> MqttSink:
+        s = MqttSink(*args, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close(timeout=1.0)
+
+
+# A sink in its own process, so the test can SIGKILL it like the OOM killer or a power cut would.
+CHILD = textwrap.dedent("""
+    import sys, time
+    from edge_runtime.sinks.mqtt import MqttSink
+    port, dev, outbox, n, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+    s = MqttSink("child", dev, {"host": "127.0.0.1", "port": port, "outbox": outbox, "keepalive": 60})
+    s.start()
+    for i in range(1, n + 1):
+        s.emit({"id": i, "device_id": dev, "text": f"c{i}"})
+    if mode == "delivered":
+        while s.state()["queued"] or not s.state()["connected"]:
+            time.sleep(0.05)
+    print("ready", flush=True)   # every emit() above returned: all n are committed
+    time.sleep(600)
+""")
+
+
+def spawn_child(port: int, dev: str, outbox: Path, n: int, mode: str) -> subprocess.Popen:
+    p = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(port), dev, str(outbox), str(n), mode],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = p.stdout.readline()
+    if line.strip() != "ready":
+        p.kill()
+        raise AssertionError(f"child sink did not get ready: {line!r} {p.stderr.read()}")
+    return p
+
+
+# --- 1. topics, payloads, status, LWT ------------------------------------------------------
+@pytest.mark.parametrize("protocol,qos", [("3.1.1", 1), ("5", 1), ("3.1.1", 0), ("5", 2)])
+def test_results_and_status_round_trip(broker, tmp_path, sinks, protocol, qos):
+    dev = f"dev-{protocol}-{qos}".replace(".", "")
+    sub = Subscriber(broker.port, f"edge/{dev}/#", protocol=protocol).start()
+    try:
+        s = sinks("m0", dev, sink_options(broker.port, tmp_path, protocol=protocol, qos=qos),
+                  status_provider=lambda: {"counters": {"reads": 7}, "model": "qr-int8", "state": "hijack"})
+        s.start()
+        sent = [result(i, dev) for i in range(1, 31)]
+        for r in sent:
+            s.emit(r)
+        topic = f"edge/{dev}/result"
+        assert sub.wait_for(lambda: len(sub.on(topic)) >= 30), ids_on(sub, topic)
+        assert [json.loads(p) for p in sub.on(topic)] == sent
+        assert all(b" " not in p for p in sub.on(topic)), "payload should be compact JSON"
+        assert wait(lambda: s.state()["queued"] == 0 and s.state()["delivered"] == 30)
+        st = s.state()
+        assert st["connected"] is True and st["dropped"] == 0 and st["last_error"] is None
+
+        status_topic = f"edge/{dev}/status"
+        status = last_status(sub, status_topic)
+        assert status["state"] == "online", "status_provider must not override state"
+        assert status["version"] == edge_runtime.__version__ and status["device_id"] == dev
+        assert status["counters"] == {"reads": 7} and status["model"] == "qr-int8" and "ts" in status
+    finally:
+        sub.close()
+
+    # Retained: a subscriber arriving later still learns the device is online.
+    late = Subscriber(broker.port, status_topic).start()
+    try:
+        assert late.wait_for(lambda: late.on(status_topic))
+        assert json.loads(late.on(status_topic)[-1])["state"] == "online"
+        assert late.messages[0][2] is True, "status must be retained"
+        s.close(timeout=5)
+        assert late.wait_for(lambda: last_status(late, status_topic)["state"] == "offline")
+    finally:
+        late.close()
+    assert Outbox(str(tmp_path / "outbox.sqlite")).depth() == 0
+
+
+def test_status_republished_every_interval(broker, tmp_path, sinks):
+    calls = []
+    sub = Subscriber(broker.port, "edge/devi/status").start()
+    try:
+        s = sinks("m0", "devi", sink_options(broker.port, tmp_path, status_interval_s=0.3),
+                  status_provider=lambda: calls.append(1) or {"n": len(calls)})
+        s.start()
+        assert sub.wait_for(lambda: len(sub.on("edge/devi/status")) >= 4)
+        ns = [json.loads(p)["n"] for p in sub.on("edge/devi/status")]
+        assert ns == sorted(ns) and len(set(ns)) == len(ns)
+    finally:
+        sub.close()
+
+
+def test_last_will_marks_offline_when_process_is_killed(broker, tmp_path):
+    sub = Subscriber(broker.port, "edge/devk/#").start()
+    child = spawn_child(broker.port, "devk", tmp_path / "outbox.sqlite", 3, "delivered")
+    try:
+        assert sub.wait_for(lambda: len(sub.on("edge/devk/result")) == 3)
+        assert sub.wait_for(lambda: (last_status(sub, "edge/devk/status") or {}).get("state") == "online")
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        assert sub.wait_for(lambda: last_status(sub, "edge/devk/status")["state"] == "offline"), sub.messages
+        assert last_status(sub, "edge/devk/status")["device_id"] == "devk"
+    finally:
+        child.kill()
+        child.wait(10)
+        sub.close()
+
+
+# --- 2. broker restart mid-run -------------------------------------------------------------
+def test_broker_restart_loses_nothing_and_keeps_order(make_broker, tmp_path, sinks):
+    b = make_broker(persistence=True).start()
+    # A persistent session (clean_session=False): the broker queues what the sink publishes
+    # while this subscriber is still reconnecting after the restart.
+    sub = Subscriber(b.port, "edge/devr/result", client_id="restart-sub", clean_session=False).start()
+    topic = "edge/devr/result"
+    try:
+        s = sinks("m0", "devr", sink_options(b.port, tmp_path, max_inflight=5))
+        s.start()
+
+        def trickle() -> None:
+            for i in range(1, 51):
+                s.emit(result(i, "devr"))
+                time.sleep(0.01)
+
+        emitter = threading.Thread(target=trickle)
+        emitter.start()
+        assert sub.wait_for(lambda: len(set(ids_on(sub, topic))) >= 10)
+        b.stop()  # mid-stream: results in flight and still being emitted
+        emitter.join()
+        assert wait(lambda: not s.state()["connected"])
+        for i in range(51, 251):  # 200 results while the broker is down
+            s.emit(result(i, "devr"))
+        time.sleep(1.0)
+        assert s.state()["queued"] >= 200 and s.state()["last_error"]
+        b.start()
+        assert sub.wait_for(lambda: set(ids_on(sub, topic)) >= set(range(1, 251)), timeout=30), \
+            sorted(set(range(1, 251)) - set(ids_on(sub, topic)))[:20]
+        firsts = first_arrivals(ids_on(sub, topic))
+        assert firsts == list(range(1, 251)), "first arrivals must be complete and in id order"
+        assert wait(lambda: s.state()["queued"] == 0 and s.state()["connected"])
+        assert s.state()["last_error"] is None
+    finally:
+        sub.close()
+
+
+# --- 3. our process killed while the broker is down ----------------------------------------
+def test_sigkilled_process_outbox_is_delivered_by_next_sink(make_broker, tmp_path, sinks):
+    b = make_broker()  # not started: the broker is down while the first process runs
+    outbox = tmp_path / "outbox.sqlite"
+    child = spawn_child(b.port, "devs", outbox, 120, "queued")
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    b.start()
+    sub = Subscriber(b.port, "edge/devs/result").start()
+    try:
+        s = sinks("m0", "devs", sink_options(b.port, tmp_path))
+        s.start()
+        topic = "edge/devs/result"
+        assert sub.wait_for(lambda: set(ids_on(sub, topic)) >= set(range(1, 121)))
+        assert first_arrivals(ids_on(sub, topic)) == list(range(1, 121))
+        assert json.loads(sub.on(topic)[0]) == {"id": 1, "device_id": "devs", "text": "c1"}
+        assert wait(lambda: s.state()["queued"] == 0)
+    finally:
+        sub.close()
+
+
+def test_broker_down_at_start_does_not_raise(make_broker, tmp_path, sinks):
+    b = make_broker()
+    s = sinks("m0", "devd", sink_options(b.port, tmp_path))
+    s.start()
+    for i in range(1, 11):
+        s.emit(result(i, "devd"))
+    assert wait(lambda: s.state()["last_error"] is not None)
+    st = s.state()
+    assert st["connected"] is False and st["queued"] == 10
+    assert f"127.0.0.1:{b.port}" in st["last_error"] and "refused" in st["last_error"]
+    b.start()
+    sub = Subscriber(b.port, "edge/devd/result").start()
+    try:
+        assert sub.wait_for(lambda: set(ids_on(sub, "edge/devd/result")) >= set(range(1, 11)))
+    finally:
+        sub.close()
+
+
+def test_close_keeps_undelivered_results_for_next_start(make_broker, tmp_path):
+    b = make_broker()
+    s = MqttSink("m0", "devc", sink_options(b.port, tmp_path))
+    s.start()
+    for i in range(1, 6):
+        s.emit(result(i, "devc"))
+    t0 = time.monotonic()
+    s.close(timeout=1.0)
+    assert time.monotonic() - t0 < 15  # bounded even with the broker down (generous for load)
+    ob = Outbox(str(tmp_path / "outbox.sqlite"))
+    assert [rid for rid, _ in ob.peek()] == [1, 2, 3, 4, 5]
+    ob.close()
+    with pytest.raises(RuntimeError):
+        s.emit(result(6, "devc"))
+
+
+# --- 4. wrong credentials, wrong CA ---------------------------------------------------------
+def make_password_file(path: Path, user: str, password: str) -> None:
+    """mosquitto_passwd when installed; else the documented format of mosquitto 2
+    ($7$ = PBKDF2-SHA512, 101 iterations, 12-byte salt, base64)."""
+    exe = shutil.which("mosquitto_passwd")
+    if exe:
+        subprocess.run([exe, "-c", "-b", str(path), user, password], check=True, capture_output=True)
+    else:
+        salt = os.urandom(12)
+        digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+        path.write_text(f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}\n")
+    assert path.read_text().startswith(f"{user}:$")
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_wrong_password_is_one_clear_line_and_loses_nothing(make_broker, tmp_path, sinks, caplog, monkeypatch, protocol):
+    pw = tmp_path / "passwd"
+    make_password_file(pw, "line3", "s3cret")
+    b = make_broker(extra=f"password_file {pw}", allow_anonymous=False).start()
+    caplog.set_level(logging.INFO, logger="edge_runtime.sinks.mqtt")
+    bad = sinks("m0", "devp", sink_options(b.port, tmp_path, username="line3", password="wrong", protocol=protocol))
+    bad.start()
+    for i in range(1, 6):
+        bad.emit(result(i, "devp"))
+    assert wait(lambda: bad.state()["last_error"] is not None)
+    err = bad.state()["last_error"]
+    assert err.startswith(f"mqtt broker 127.0.0.1:{b.port} refused the connection: "), err
+    assert "not authorized" in err or "bad user name or password" in err, err
+    # Several refused attempts (backoff retries) must still be one log line.
+    assert wait(lambda: b.log_tail(n=10**6).count("not authorised") >= 2, timeout=30)
+    lines = [r for r in caplog.records if "refused the connection" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0].getMessage()
+    st = bad.state()
+    assert st["connected"] is False and st["queued"] == 5 and st["delivered"] == 0
+    bad.close(timeout=1)
+
+    # The right password, from the environment: everything queued is delivered.
+    monkeypatch.setenv("TEST_MQTT_PW", "s3cret")
+    sub = Subscriber(b.port, "edge/devp/result", username="line3", password="s3cret").start()
+    try:
+        good = sinks("m0", "devp", sink_options(b.port, tmp_path, username="line3", password_env="TEST_MQTT_PW",
+                                                protocol=protocol))
+        good.start()
+        assert sub.wait_for(lambda: ids_on(sub, "edge/devp/result") == [1, 2, 3, 4, 5])
+        assert wait(lambda: good.state()["connected"] and good.state()["last_error"] is None)
+    finally:
+        sub.close()
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str) -> None:
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            cwd=d)
+
+
+def test_tls_wrong_ca_is_reported_then_right_ca_delivers(make_broker, tmp_path, sinks):
+    d = tmp_path / "pki"
+    d.mkdir()
+    make_ca(d, "plant-ca")
+    make_ca(d, "other-ca")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "plant-ca.crt", "-CAkey", "plant-ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext", cwd=d)
+    b = make_broker(extra=f"cafile {d}/plant-ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key").start()
+
+    bad = sinks("m0", "devt", sink_options(b.port, tmp_path, tls={"ca_file": str(d / "other-ca.crt")}))
+    bad.start()
+    for i in range(1, 4):
+        bad.emit(result(i, "devt"))
+    assert wait(lambda: bad.state()["last_error"] is not None)
+    err = bad.state()["last_error"]
+    assert f"127.0.0.1:{b.port}" in err and "certificate" in err, err
+    assert bad.state()["queued"] == 3 and not bad.state()["connected"]
+    bad.close(timeout=1)
+
+    sub = Subscriber(b.port, "edge/devt/result", ca_file=str(d / "plant-ca.crt")).start()
+    try:
+        good = sinks("m0", "devt", sink_options(b.port, tmp_path, tls={"ca_file": str(d / "plant-ca.crt")}))
+        good.start()
+        assert sub.wait_for(lambda: ids_on(sub, "edge/devt/result") == [1, 2, 3])
+    finally:
+        sub.close()
+
+
+# --- 5. hostile payload text -----------------------------------------------------------------
+def test_payload_cannot_influence_topic(broker, tmp_path, sinks):
+    evil = "x/#+/../cmd\x00\x1b[2J\x1b[31mRED\x1b[0m\r\nedge/devx/status \u202e\ud800"
+    sub = Subscriber(broker.port, "#").start()
+    try:
+        s = sinks("m0", "devx", sink_options(broker.port, tmp_path))
+        s.start()
+        r1 = result(1, "devx", text=evil[:-1])        # valid Unicode
+        r2 = {**result(2, "devx", text=evil), "topic": "other/#"}  # lone surrogate, a "topic" key
+        r3 = {**result(3, "devx"), "latency_ms": float("nan")}
+        for r in (r1, r2, r3):
+            s.emit(r)
+        assert sub.wait_for(lambda: len(sub.on("edge/devx/result")) == 3)
+        time.sleep(0.3)
+        topics = {t for t, _, _ in sub.messages}
+        assert topics == {"edge/devx/result", "edge/devx/status"}, topics
+        p1, p2, p3 = sub.on("edge/devx/result")
+        for p in (p1, p2, p3):
+            assert b"\x00" not in p and b"\x1b" not in p and b"\r" not in p and b"\n" not in p
+            p.decode("utf-8")  # strictly valid UTF-8
+        assert b"\\u0000" in p1 and b"\\u001b" in p1
+        assert json.loads(p1) == r1
+        assert json.loads(p2)["text"] == evil and json.loads(p2)["topic"] == "other/#"
+        assert json.loads(p3)["latency_ms"] is None  # NaN is not JSON; strict parsers would choke
+    finally:
+        sub.close()
+
+
+# --- 6. commands ----------------------------------------------------------------------------
+def test_commands_reach_handler_and_garbage_is_ignored(broker, tmp_path, sinks, caplog):
+    got: list[dict] = []
+
+    def handler(cmd: dict) -> None:
+        if cmd["cmd"] == "explode":
+            raise RuntimeError("handler bug")
+        got.append(cmd)
+
+    caplog.set_level(logging.INFO, logger="edge_runtime.sinks.mqtt")
+    sub = Subscriber(broker.port, "edge/devm/status").start()
+    s = sinks("m0", "devm", sink_options(broker.port, tmp_path), command_handler=handler)
+    s.start()
+    assert sub.wait_for(lambda: sub.on("edge/devm/status"))  # subscribed before status is sent
+    sub.close()
+
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        payloads = [
+            b'{"cmd": "trigger", "source": "plc"}', b"LON", b"\xff\xfe{", b"{not json", b"[1,2]",
+            b'{"nocmd": 1}', b"", b"LOFF\x00\x1b[2J", b'"reload"', b"explode", b"x" * 100_000,
+            b'{"cmd": "trigger"', b"LOFF",
+        ]
+        for p in payloads:
+            pub.publish("edge/devm/cmd", p, qos=1).wait_for_publish(10)
+        assert wait(lambda: len(got) >= 4)
+        time.sleep(0.3)
+        assert got == [{"cmd": "trigger", "source": "plc"}, {"cmd": "LON"}, {"cmd": "reload"}, {"cmd": "LOFF"}]
+        # still alive and delivering after all that
+        s.emit(result(1, "devm"))
+        assert wait(lambda: s.state()["delivered"] == 1)
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    ignored = [r.getMessage() for r in caplog.records if "ignored command" in r.getMessage()]
+    assert len(ignored) == 8, ignored
+    assert all("\n" not in m and "\x1b" not in m and "\x00" not in m and len(m) < 400 for m in ignored)
+    assert any("handler bug" in r.getMessage() for r in caplog.records)
+
+
+# --- options ---------------------------------------------------------------------------------
+def test_options_are_documented_and_validated(tmp_path, monkeypatch):
+    assert KEYS == set(DEFAULTS) and TLS_KEYS == {"ca_file", "cert_file", "key_file", "insecure"}
+    assert sink_class("mqtt") is MqttSink and MqttSink.kind == "mqtt"
+    s = MqttSink("m0", "dev9", {"outbox": str(tmp_path / "o.sqlite")})
+    assert s.options["client_id"] == "edge-runtime-dev9" and s.options["port"] == 1883
+    assert s.topic_result == "edge/dev9/result" and s.topic_cmd == "edge/dev9/cmd"
+    assert MqttSink("m1", "d", {}).options["outbox"] == "/var/lib/edge-runtime/outbox-m1.sqlite"
+    bad = [
+        ({"prot": 5}, "unknown option 'prot'"),
+        ({"qos": 3}, "qos must be 0, 1 or 2"),
+        ({"protocol": "4"}, "protocol"),
+        ({"topic_prefix": "edge/#"}, "topic_prefix"),
+        ({"outbox_policy": "drop_all"}, "outbox_policy"),
+        ({"password_env": "NO_SUCH_VAR_X"}, "NO_SUCH_VAR_X"),
+        ({"tls": {"ca_file": "/nonexistent/ca.crt"}}, "tls.ca_file"),
+        ({"tls": {"cafile": "x"}}, "tls.cafile"),
+    ]
+    monkeypatch.delenv("NO_SUCH_VAR_X", raising=False)
+    for opts, needle in bad:
+        with pytest.raises(ValueError, match="mqtt sink 'm0'") as e:
+            MqttSink("m0", "dev9", opts)
+        assert needle in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="device_id"):
+        MqttSink("m0", "a/b", {})
