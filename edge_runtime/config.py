@@ -1,0 +1,497 @@
+"""The service configuration: one TOML file, validated completely before anything starts.
+
+Every problem is reported, not just the first, as one line naming the file and the dotted
+key (`config.toml: sinks[1].baudrate: expected integer, got "fast"`), because an operator
+fixing a config over SSH at a line that is down should need one round trip, not five.
+Unknown keys are errors: a typo (`baudrat`) silently falling back to a default is how a
+PLC ends up listening at the wrong speed.
+
+Source and sink options are not listed here: each kind's module owns them (DEFAULTS,
+KEYS, REQUIRED, TYPES), so a new camera or sink is one new file. Value checks that need
+more than a type (ranges, topics) are delegated to the sink's own validator so the
+messages are the same whether the sink is built from a file or from code.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import re
+import socket
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from edge_runtime import config_toml
+
+DEFAULT_STATE_DIR = "/var/lib/edge-runtime"
+DEMO_LABEL = "<embedded demo>"
+_MASK = "********"
+_SECRET_KEYS = ("password", "secret", "token")
+_URL_CREDENTIALS = re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)")
+_SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class ConfigError(Exception):
+    """The config is invalid; `problems` holds one ready-to-print line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One option of a fixed section: allowed TOML types, default, and value constraints."""
+
+    types: tuple[type, ...]
+    default: Any = None
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    items: tuple[type, ...] | None = None  # element types for arrays
+    label: str | None = None  # how to name the type in messages when types say too little
+
+
+def _hostname() -> str:
+    return socket.gethostname() or "edge-runtime"
+
+
+TOP: dict[str, Opt] = {
+    "device_id": Opt((str,)),  # default: the hostname
+    "state_dir": Opt((str,)),  # default: /var/lib/edge-runtime, else ~/.local/state/edge-runtime
+    "status_interval_s": Opt((int, float), 10.0, minimum=0.1),
+    "shutdown_timeout_s": Opt((int, float), 5.0, minimum=0),
+}
+SECTIONS: dict[str, dict[str, Opt]] = {
+    "reader": {
+        "decoders": Opt((list,), ["zxing", "opencv", "zbar"], items=(str,),
+                        choices=("zxing", "opencv", "zbar")),
+        "detector": Opt((str,), "auto", choices=("auto", "tflite", "ncnn", "none")),
+        "deadline_ms": Opt((int, float), 33.0, minimum=1),
+    },
+    "trigger": {
+        "mode": Opt((str,), "continuous", choices=("continuous", "window", "single")),
+        "source": Opt((str,), "signal", choices=("signal", "serial", "mqtt")),
+        "noread": Opt((bool,), True),
+        "start_open": Opt((bool,), False),
+    },
+    "dedup": {
+        "window_s": Opt((int, float), 2.0, minimum=0),
+        "max_distance_px": Opt((int, float), 200.0, minimum=0),
+        "direction": Opt((str,), "any", choices=("any", "+x", "-x", "+y", "-y")),
+    },
+    "metrics": {
+        "port": Opt((int,), None, minimum=0, maximum=65535),
+        "host": Opt((str,), "0.0.0.0"),
+    },
+    "log": {
+        "level": Opt((str,), "info", choices=("debug", "info", "warning", "error")),
+        "format": Opt((str,), "json", choices=("json", "text")),
+    },
+}
+# Keys of [source] and [[sinks]] the service itself owns (the rest belong to the kind).
+SINK_COMMON = {"kind", "name"}
+
+
+@dataclass
+class Config:
+    """A validated config: `data` has every default filled in.
+
+    `path` is None for the embedded demo. `label` is how messages name the file.
+    """
+
+    data: dict
+    path: str | None
+    label: str
+    notes: list[str] = field(default_factory=list)  # things to log at start (state_dir fallback)
+
+    @property
+    def demo(self) -> bool:
+        return self.path is None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    @property
+    def sinks(self) -> list[dict]:
+        return self.data["sinks"]
+
+    def masked(self) -> dict:
+        """The config with secrets replaced, safe to print or publish."""
+        return _mask(copy.deepcopy(self.data))
+
+    def to_toml(self) -> str:
+        head = f"# effective configuration of {self.label} (defaults filled in, secrets masked)\n"
+        return head + config_toml.dumps(self.masked())
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def load(path: str | None) -> Config:
+    """Read and validate `path` (None: the embedded demo). Raises ConfigError."""
+    if path is None:
+        text = resources.files("edge_runtime").joinpath("data/demo.toml").read_text("utf-8")
+        return parse(text, DEMO_LABEL, None)
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = blob[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{path}: line {line}: not UTF-8 text (TOML files are UTF-8)"]) from None
+    return parse(text, path, path)
+
+
+def parse(text: str, label: str, path: str | None) -> Config:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{label}: {_toml_error(str(exc))}"]) from None
+    v = _Validator(label, demo=path is None)
+    data = v.run(doc)
+    if v.problems:
+        raise ConfigError(v.problems)
+    return Config(data=data, path=path, label=label, notes=v.notes)
+
+
+def _toml_error(msg: str) -> str:
+    """tomllib says "Invalid value (at line 3, column 9)"; lead with the position."""
+    m = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", msg)
+    if m:
+        return f"line {m.group(1)}, column {m.group(2)}: {msg[: m.start()]}"
+    m = re.search(r"\s*\(at end of document\)\s*$", msg)
+    if m:
+        return f"at end of file: {msg[: m.start()]}"
+    return msg
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+def type_name(types: tuple[type, ...]) -> str:
+    names = []
+    for t in types:
+        if t is type(None):
+            continue
+        n = {int: "integer", float: "number", str: "string", bool: "boolean", list: "array", dict: "table"}.get(t, t.__name__)
+        if n not in names:
+            names.append(n)
+    if "integer" in names and "number" in names:
+        names.remove("integer")
+    return " or ".join(names)
+
+
+def shown(value: Any) -> str:
+    """A value as the user wrote it in TOML, for "got ..." in messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return config_toml.value(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def type_ok(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, int) and float in types:
+        return True
+    return isinstance(value, types)
+
+
+class _Validator:
+    def __init__(self, label: str, demo: bool) -> None:
+        self.label = label
+        self.demo = demo
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+    def err(self, key: str, msg: str) -> None:
+        self.problems.append(f"{self.label}: {key}: {msg}" if key else f"{self.label}: {msg}")
+
+    # -- generic checks
+    def check(self, key: str, value: Any, opt: Opt) -> bool:
+        if not type_ok(value, opt.types):
+            self.err(key, f"expected {opt.label or type_name(opt.types)}, got {shown(value)}")
+            return False
+        if opt.items is not None:
+            ok = True
+            for i, item in enumerate(value):
+                if not type_ok(item, opt.items):
+                    self.err(f"{key}[{i}]", f"expected {type_name(opt.items)}, got {shown(item)}")
+                    ok = False
+                elif opt.choices is not None and item not in opt.choices:
+                    self.err(f"{key}[{i}]", f"expected one of {_choices(opt.choices)}, got {shown(item)}")
+                    ok = False
+            return ok
+        if opt.choices is not None and value not in opt.choices:
+            self.err(key, f"expected one of {_choices(opt.choices)}, got {shown(value)}")
+            return False
+        if opt.minimum is not None and isinstance(value, (int, float)) and value < opt.minimum:
+            self.err(key, f"must be at least {opt.minimum:g}, got {shown(value)}")
+            return False
+        if opt.maximum is not None and isinstance(value, (int, float)) and value > opt.maximum:
+            self.err(key, f"must be at most {opt.maximum:g}, got {shown(value)}")
+            return False
+        return True
+
+    def table(self, prefix: str, given: Any, spec: dict[str, Opt]) -> dict:
+        """Validate a fixed table; returns it with defaults filled in."""
+        out = {k: copy.deepcopy(o.default) for k, o in spec.items()}
+        if given is None:
+            return out
+        if not isinstance(given, dict):
+            self.err(prefix, f"expected a table, got {shown(given)}")
+            return out
+        for k, v in given.items():
+            key = f"{prefix}.{k}" if prefix else k
+            if k not in spec:
+                self.err(key, f"unknown key (known: {', '.join(spec)})")
+            elif self.check(key, v, spec[k]):
+                out[k] = v
+        return out
+
+    # -- the whole document
+    def run(self, doc: dict) -> dict:
+        known = set(TOP) | set(SECTIONS) | {"source", "sinks"}
+        for k in doc:
+            if k not in known:
+                self.err(k, f"unknown key (known: {', '.join(sorted(known))})")
+        data = self.table("", {k: v for k, v in doc.items() if k in TOP}, TOP)
+        data["device_id"] = data["device_id"] if data["device_id"] is not None else _hostname()
+        if not data["device_id"] or any(c in data["device_id"] for c in "/+#\x00") or data["device_id"] != data["device_id"].strip():
+            self.err("device_id", f"must be non-empty, without '/', '+', '#' or spaces at the ends, got {shown(data['device_id'])}")
+        data["state_dir"] = self.state_dir(data["state_dir"])
+        for name, spec in SECTIONS.items():
+            data[name] = self.table(name, doc.get(name), spec)
+        if not data["reader"]["decoders"]:
+            self.err("reader.decoders", "must name at least one decoder")
+        data["source"] = self.source(doc.get("source"))
+        data["sinks"] = self.sinks(doc.get("sinks"), data)
+        self.cross(data)
+        # Order the output like the example config.
+        order = [*TOP, "reader", "source", "trigger", "dedup", "metrics", "log", "sinks"]
+        return {k: data[k] for k in order}
+
+    def state_dir(self, given: str | None) -> str:
+        if given is not None:
+            if not given:
+                self.err("state_dir", "must not be empty")
+            return os.path.expanduser(given)
+        if self.demo:
+            # The demo must start anywhere (a laptop, CI) without touching /var.
+            return os.path.join(tempfile.gettempdir(), f"edge-runtime-demo-{os.getuid()}")
+        if _writable(DEFAULT_STATE_DIR):
+            return DEFAULT_STATE_DIR
+        xdg = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+        fallback = os.path.join(xdg, "edge-runtime")
+        self.notes.append(f"state_dir {DEFAULT_STATE_DIR} is not writable (not root?); using {fallback}")
+        return fallback
+
+    def source(self, given: Any) -> dict:
+        if given is None:
+            self.err("source", "missing table [source] (e.g. kind = \"camera\")")
+            return {"kind": None}
+        if not isinstance(given, dict):
+            self.err("source", f"expected a table, got {shown(given)}")
+            return {"kind": None}
+        from edge_runtime import capture
+
+        kind = given.get("kind")
+        if kind is None:
+            self.err("source.kind", f"missing (one of {_choices(tuple(capture.KINDS))})")
+            return dict(given)
+        if not isinstance(kind, str) or kind not in capture.KINDS:
+            self.err("source.kind", f"expected one of {_choices(tuple(capture.KINDS))}, got {shown(kind)}")
+            return dict(given)
+        defaults, keys, required, types = capture.spec(kind)
+        opts = {k: v for k, v in given.items() if k != "kind"}
+        out = self.kind_options("source", kind, opts, defaults, keys, required, types)
+        return {"kind": kind, **out}
+
+    def kind_options(
+        self,
+        prefix: str,
+        kind: str,
+        opts: dict,
+        defaults: dict,
+        keys: Any,
+        required: Any,
+        types: dict | None,
+        module: Any = None,
+    ) -> dict:
+        """Options of one source/sink kind, checked against what its module declares."""
+        ok_keys = set(keys)
+        out = copy.deepcopy(dict(defaults))
+        for k, v in opts.items():
+            key = f"{prefix}.{k}"
+            if k not in ok_keys:
+                self.err(key, f"unknown key for kind {shown(kind)} (known: {', '.join(sorted(ok_keys | {'kind'}))})")
+                continue
+            opt = _opt_for(k, defaults.get(k), (types or {}).get(k))
+            if opt is not None and not self.check(key, v, opt):
+                continue
+            if isinstance(v, dict) and module is not None:
+                sub_keys = getattr(module, f"{k.upper()}_KEYS", None)
+                if sub_keys is not None:
+                    sub_defaults = getattr(module, f"{k.upper()}_DEFAULTS", {})
+                    v = self.kind_options(key, kind, v, sub_defaults, sub_keys, (), None)
+            out[k] = v
+        for k in sorted(required or ()):
+            if out.get(k) in (None, ""):
+                self.err(f"{prefix}.{k}", f"missing (required for kind {shown(kind)})")
+        return out
+
+    def sinks(self, given: Any, data: dict) -> list[dict]:
+        from edge_runtime import sinks as sink_registry
+
+        if given is None:
+            self.err("sinks", "no [[sinks]] configured: results would go nowhere (add e.g. [[sinks]] kind = \"stdout\")")
+            return []
+        if not isinstance(given, list) or not all(isinstance(s, dict) for s in given):
+            self.err("sinks", "expected an array of tables ([[sinks]])")
+            return []
+        out, names = [], set()
+        for i, s in enumerate(given):
+            prefix = f"sinks[{i}]"
+            kind = s.get("kind")
+            if kind is None:
+                self.err(f"{prefix}.kind", f"missing (one of {_choices(tuple(sink_registry.KINDS))})")
+                continue
+            if not isinstance(kind, str) or kind not in sink_registry.KINDS:
+                self.err(f"{prefix}.kind", f"expected one of {_choices(tuple(sink_registry.KINDS))}, got {shown(kind)}")
+                continue
+            name = s.get("name", f"{kind}{i}")
+            if not isinstance(name, str) or not _SINK_NAME.fullmatch(name):
+                self.err(f"{prefix}.name", f"expected 1-64 letters, digits, '_', '-' or '.', got {shown(name)}")
+                name = f"{kind}{i}"
+            elif name in names:
+                self.err(f"{prefix}.name", f"duplicate sink name {shown(name)}")
+            names.add(name)
+            try:
+                module = importlib.import_module(sink_registry.KINDS[kind].split(":")[0])
+            except ImportError as exc:
+                self.err(f"{prefix}.kind", f"sink {shown(kind)} cannot be loaded here: {exc}")
+                continue
+            opts = {k: v for k, v in s.items() if k not in SINK_COMMON}
+            if kind in ("mqtt",) and "status_interval_s" not in opts:
+                opts["status_interval_s"] = data["status_interval_s"]
+            before = len(self.problems)
+            resolved = self.kind_options(
+                prefix, kind, opts,
+                getattr(module, "DEFAULTS", {}), getattr(module, "KEYS", ()),
+                getattr(module, "REQUIRED", ()), getattr(module, "TYPES", None), module,
+            )
+            if "password_env" in resolved and resolved["password_env"]:
+                var = resolved["password_env"]
+                if var not in os.environ:
+                    self.err(f"{prefix}.password_env", f"environment variable {var} is not set")
+            if "outbox" in resolved and not resolved["outbox"]:
+                # Durable by default, next to the ids: the outbox is what survives a restart.
+                resolved["outbox"] = os.path.join(data["state_dir"], f"outbox-{name}.sqlite")
+            if len(self.problems) == before:
+                self.sink_values(prefix, kind, name, data["device_id"], module, resolved)
+            out.append({"kind": kind, "name": name, **resolved})
+        return out
+
+    def sink_values(self, prefix: str, kind: str, name: str, device_id: str, module: Any, opts: dict) -> None:
+        """Run the sink's own value checks (ranges, topics, framing) without starting it."""
+        check = getattr(module, "validate_options", None) or getattr(module, "resolve_options", None)
+        try:
+            if check is not None:
+                check(name, device_id, dict(opts))
+            else:
+                cls = getattr(module, "".join(p.capitalize() for p in kind.split("_")) + "Sink", None)
+                validate = getattr(cls, "_validate", None)
+                if validate is None:
+                    return
+                probe = cls.__new__(cls)
+                probe.name = name
+                validate(probe, dict(opts))
+        except (ValueError, TypeError) as exc:
+            msg = str(exc)
+            key = _key_in(msg, opts)
+            self.err(f"{prefix}.{key}" if key else prefix, msg)
+
+    def cross(self, data: dict) -> None:
+        trig = data["trigger"]
+        kinds = {s["kind"] for s in data["sinks"]}
+        if trig["mode"] != "continuous" and trig["source"] in ("serial", "mqtt") and trig["source"] not in kinds:
+            self.err("trigger.source", f"{shown(trig['source'])} needs a [[sinks]] entry with kind = {shown(trig['source'])}")
+
+
+def _opt_for(key: str, default: Any, types: tuple | None) -> Opt | None:
+    """The type rule for a kind's option: its TYPES entry, else the type of its default."""
+    if types:
+        t = tuple(types)
+        if type(None) in t:
+            t = tuple(x for x in t if x is not type(None))
+        return Opt(t) if t else None
+    if default is None:
+        return None  # the module validates it itself
+    if isinstance(default, bool):
+        return Opt((bool,))
+    if isinstance(default, int):
+        # Widened to numbers: modules use int defaults for options that also take 1.5 (stopbits).
+        return Opt((int, float), label="integer")
+    if isinstance(default, float):
+        return Opt((int, float))
+    if isinstance(default, (str, bytes)):
+        return Opt((str,))
+    if isinstance(default, (list, tuple)):
+        return Opt((list,))
+    if isinstance(default, dict):
+        return Opt((dict,))
+    return None
+
+
+def _key_in(msg: str, opts: dict) -> str | None:
+    """The option a sink's error message is about (they quote it: 'qos', tls.ca_file...)."""
+    for m in re.finditer(r"'?([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)'?", msg):
+        word = m.group(1)
+        if word.split(".")[0] in opts and word not in ("mqtt", "serial", "sink"):
+            return word
+    return None
+
+
+def _choices(values: tuple) -> str:
+    return ", ".join(config_toml.value(v) for v in values)
+
+
+def _writable(path: str) -> bool:
+    """Can we create/write `path` (existing or not)? Checked without creating anything."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            return False
+        p = parent
+    return os.path.isdir(p) and os.access(p, os.W_OK | os.X_OK)
+
+
+def _mask(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if v is not None and any(s in k.lower() for s in _SECRET_KEYS) and not k.lower().endswith("_env"):
+                obj[k] = _MASK
+            else:
+                obj[k] = _mask(v)
+        return obj
+    if isinstance(obj, list):
+        return [_mask(v) for v in obj]
+    if isinstance(obj, str):
+        return _URL_CREDENTIALS.sub(lambda m: m.group(1) + _MASK + m.group(3), obj)
+    return obj

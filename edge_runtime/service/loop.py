@@ -1,0 +1,538 @@
+"""The capture loop: frames in, delivered results out, for months.
+
+    source.read -> Reader.read -> trigger gate -> Tracker -> result dicts -> every sink
+
+One thread runs the loop; sinks own their I/O threads and `emit` only queues (durable
+sinks commit to their outbox first). What the loop must survive, and how:
+- a source that times out (camera stall): counted, logged once per state change, retried;
+- a source error at run time (device gone): logged, reopened with backoff;
+- a sink raising: logged (rate limited), counted, the other sinks still get the result;
+- SIGTERM/SIGINT: stop capture, close sinks with a flush timeout, exit 0;
+- SIGHUP (or an MQTT "reload" command): `reload()` validates the file first and refuses an
+  invalid one with one log line, the running config carrying on.
+`Service(config)` is usable in-process (tests call run() in a thread and stop()) and from
+`edge-runtime run`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import signal
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, TextIO
+
+from edge_runtime import __version__
+from edge_runtime import config as config_mod
+from edge_runtime.config import Config, ConfigError
+from edge_runtime.service import logs
+from edge_runtime.service.ids import IdAllocator, StateDirError
+from edge_runtime.service.metrics import Stats
+from edge_runtime.service.results import noread_result, read_result
+from edge_runtime.service.trigger import Trigger
+from edge_runtime.track import Tracker
+
+log = logging.getLogger("edge_runtime.service")
+
+READ_TIMEOUT_S = 0.5  # how long one source.read may block: bounds stop/reload latency
+_SOURCE_BACKOFF = (0.5, 10.0)
+_SINK_ERROR_LOG_S = 10.0
+
+
+class ServiceError(Exception):
+    """The service cannot start (state_dir, source, sink); one line naming what to fix."""
+
+
+class Service:
+    def __init__(self, config: Config, *, owns_logging: bool = False) -> None:
+        self.config = config
+        self.owns_logging = owns_logging  # True from the CLI: reload may change log level/format
+        self.stats = Stats()
+        self.started_at = time.time()
+        self.state = "created"  # created | running | stopping | stopped
+        self._stop = threading.Event()
+        self._hup = False
+        self._pending: list[tuple[Config, threading.Event, list[bool]]] = []
+        self._pending_lock = threading.Lock()
+        self._loop_thread: threading.Thread | None = None
+        self.reader = None
+        self.source = None
+        self.sinks: list[Any] = []
+        self.ids: IdAllocator | None = None
+        self.metrics = None
+        self.tracker = self._make_tracker(config)
+        self.trigger = self._make_trigger(config)
+        self.state_dir = config["state_dir"]
+        self.device_id = config["device_id"]
+        self._source_ok = True
+        self._sink_errlog: dict[str, float] = {}
+        self._next_status = 0.0
+        self.last_result_id = 0
+
+    # ------------------------------------------------------------------------- public API
+
+    def run(self, install_signals: bool | None = None) -> int:
+        """Run until stopped or the source is finished; returns the exit code (0).
+
+        Raises ServiceError when something needed cannot start."""
+        if install_signals is None:
+            install_signals = threading.current_thread() is threading.main_thread()
+        self._loop_thread = threading.current_thread()
+        previous = self._install_signals() if install_signals else {}
+        try:
+            self._start()
+            self.state = "running"
+            log.info(
+                "running: source %s, %d sink(s) (%s), trigger %s, state_dir %s",
+                self.config["source"]["kind"], len(self.sinks), ", ".join(s.name for s in self.sinks),
+                self.trigger.mode, self.state_dir,
+                extra={"fields": {"event": "started", "version": __version__, "device_id": self.device_id}},
+            )
+            self._loop()
+            return 0
+        finally:
+            self.state = "stopping"
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.state = "stopped"
+
+    def stop(self) -> None:
+        """Ask the loop to stop (any thread, signal handlers included)."""
+        self._stop.set()
+
+    def reload(self, path: str | None = None) -> bool:
+        """Re-read the config (default: the file we run from) and apply it.
+
+        Validation comes first and has no side effects: an invalid file is refused with one
+        log line and the running config is untouched. Called from another thread while the
+        loop runs, the apply step is handed to the loop thread (it owns source and sinks).
+        """
+        target = path if path is not None else self.config.path
+        try:
+            new = config_mod.load(target)
+        except ConfigError as exc:
+            self.stats.reload_failures += 1
+            log.error("reload refused, keeping the running config: %s", "; ".join(exc.problems),
+                      extra={"fields": {"event": "reload_refused"}})
+            return False
+        if self.state != "running" or threading.current_thread() is self._loop_thread:
+            return self._apply(new)
+        done, result = threading.Event(), [False]
+        with self._pending_lock:
+            self._pending.append((new, done, result))
+        done.wait(30.0)
+        return result[0]
+
+    def status(self) -> dict:
+        """Counters and states for the MQTT retained status and logs (plain JSON types)."""
+        sinks = {}
+        for s in list(self.sinks):
+            try:
+                sinks[s.name] = {"kind": s.kind, **s.state()}
+            except Exception as exc:  # noqa: BLE001 - status is best effort
+                sinks[s.name] = {"kind": getattr(s, "kind", "?"), "error": f"{type(exc).__name__}: {exc}"}
+        try:
+            source = self.source.state() if self.source is not None else {"state": "closed"}
+        except Exception as exc:  # noqa: BLE001
+            source = {"state": "unknown", "error": str(exc)}
+        return {
+            "service": self.state,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            **self.stats.counters(),
+            "last_id": self.last_result_id,
+            "stage_ms_p50": self.stats.p50(),
+            "source": source,
+            "sinks": sinks,
+            "trigger": self.trigger.state(),
+        }
+
+    # ------------------------------------------------------------------------- start/stop
+
+    def _start(self) -> None:
+        self.ids = self._open_ids()
+        for note in self.config.notes:
+            log.warning(note)
+        self.reader = self._make_reader(self.config)
+        self.sinks = [self._make_sink(i, s) for i, s in enumerate(self.config.sinks)]
+        self._open_source()
+        port = self.config["metrics"]["port"]
+        if port is not None:
+            self._start_metrics(port)
+
+    def _open_ids(self) -> IdAllocator:
+        try:
+            return IdAllocator(self.state_dir)
+        except StateDirError as exc:
+            if self.config.demo:
+                # Two demos at once (or a test and a demo): the second gets a throwaway dir.
+                self.state_dir = tempfile.mkdtemp(prefix="edge-runtime-demo-")
+                log.warning("demo state_dir busy (%s); using %s", exc, self.state_dir)
+                return IdAllocator(self.state_dir)
+            raise ServiceError(f"state_dir: {exc}") from None
+        except OSError as exc:
+            raise ServiceError(f"state_dir {self.state_dir}: {exc.strerror or exc}") from None
+
+    def _make_reader(self, cfg: Config):
+        from edge_runtime.reader import Reader
+
+        r = cfg["reader"]
+        try:
+            return Reader(r["decoders"], detector=r["detector"], deadline_ms=r["deadline_ms"])
+        except Exception as exc:  # noqa: BLE001 - DetectorUnavailable, no decoder...
+            raise ServiceError(f"reader: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+    @staticmethod
+    def _make_tracker(cfg: Config) -> Tracker:
+        d = cfg["dedup"]
+        return Tracker(window_s=d["window_s"], max_distance_px=d["max_distance_px"], direction=d["direction"])
+
+    @staticmethod
+    def _make_trigger(cfg: Config) -> Trigger:
+        t = cfg["trigger"]
+        return Trigger(t["mode"], t["source"], noread=t["noread"], start_open=t["start_open"])
+
+    def _make_sink(self, index: int, spec: dict):
+        from edge_runtime.sinks import sink_class
+
+        options = {k: v for k, v in spec.items() if k not in config_mod.SINK_COMMON}
+        where = f"sinks[{index}] ({spec['kind']} {spec['name']!r})"
+        try:
+            cls = sink_class(spec["kind"])
+            params = inspect.signature(cls).parameters
+            extra = {
+                "status_provider": self.status,
+                "command_handler": self._on_command,
+                "trigger_handler": self._on_serial_trigger,
+            }
+            kw = {k: v for k, v in extra.items() if k in params}
+            sink = cls(spec["name"], self.device_id, options, **kw)
+            sink.start()
+        except Exception as exc:  # noqa: BLE001 - any sink failing to start is a config problem
+            for s in self.sinks:
+                _close_quietly(s, 1.0)
+            raise ServiceError(f"{where}: {exc}") from None
+        self.stats.sink_errors.setdefault(sink.name, 0)
+        self.stats.sink_emitted.setdefault(sink.name, 0)
+        return sink
+
+    def _open_source(self) -> None:
+        from edge_runtime.capture import SourceError, open_source
+
+        try:
+            self.source = open_source(dict(self.config["source"]))
+        except SourceError as exc:
+            raise ServiceError(f"source: {exc}") from None
+
+    def _start_metrics(self, port: int) -> None:
+        from edge_runtime.service.metrics import MetricsServer
+
+        try:
+            self.metrics = MetricsServer(port, self.config["metrics"]["host"], self.stats,
+                                         lambda: {s.name: s.state() for s in list(self.sinks)})
+            log.info("metrics on http://%s:%d/metrics", self.config["metrics"]["host"], self.metrics.port)
+        except OSError as exc:
+            raise ServiceError(f"metrics.port {port}: {exc.strerror or exc}") from None
+
+    def _shutdown(self) -> None:
+        timeout = float(self.config["shutdown_timeout_s"])
+        if self.source is not None:
+            try:
+                self.source.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing the source failed")
+        # Sinks flush in parallel: N sinks take one timeout, not N.
+        threads = [threading.Thread(target=_close_quietly, args=(s, timeout), daemon=True) for s in self.sinks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout + 2.0)
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.ids is not None:
+            self.ids.close()
+        log.info("stopped", extra={"fields": {"event": "stopped", **self.stats.counters()}})
+
+    # ---------------------------------------------------------------------------- signals
+
+    def _install_signals(self) -> dict:
+        previous = {}
+
+        def on_stop(signum, frame):  # noqa: ANN001
+            log.info("%s: stopping", signal.Signals(signum).name)
+            self.stop()
+
+        def on_hup(signum, frame):  # noqa: ANN001
+            self._hup = True
+
+        def on_usr1(signum, frame):  # noqa: ANN001
+            if self.trigger.source == "signal":
+                self.trigger.on_signal()
+
+        for sig, h in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop), (signal.SIGHUP, on_hup), (signal.SIGUSR1, on_usr1)):
+            previous[sig] = signal.signal(sig, h)
+        return previous
+
+    # -------------------------------------------------------------------- peer callbacks
+
+    def _on_serial_trigger(self, what: Any) -> None:
+        self.trigger.on_serial(what)
+
+    def _on_command(self, cmd: dict) -> Any:
+        """MQTT command handler (paho's thread): queue work for the loop, never block."""
+        name = str(cmd.get("cmd", "")).strip()
+        if name.lower() == "trigger" or name.upper() in ("LON", "LOFF"):
+            return self.trigger.on_mqtt(cmd)
+        if name.lower() == "reload":
+            self._hup = True
+            return {"ok": True}
+        if name.lower() == "status":
+            return self.status()
+        log.warning("mqtt command %r not understood (trigger, LON, LOFF, reload, status)", name[:40])
+        return {"ok": False, "error": "unknown command"}
+
+    # ------------------------------------------------------------------------------ loop
+
+    def _loop(self) -> None:
+        from edge_runtime.capture import SourceError, SourceTimeout
+
+        backoff = _SOURCE_BACKOFF[0]
+        while not self._stop.is_set():
+            self._housekeeping()
+            t0 = time.perf_counter()
+            try:
+                frame = self.source.read(READ_TIMEOUT_S)
+            except SourceTimeout as exc:
+                self.stats.source_timeouts += 1
+                if self._source_ok:
+                    self._source_ok = False
+                    log.warning("source: no frame: %s", exc, extra={"fields": {"event": "source_timeout"}})
+                continue
+            except (SourceError, OSError, RuntimeError) as exc:
+                self.stats.source_errors += 1
+                log.error("source failed: %s; reopening in %.1f s", exc, backoff,
+                          extra={"fields": {"event": "source_error"}})
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _SOURCE_BACKOFF[1])
+                self._reopen_source()
+                continue
+            if frame is None:
+                log.info("source finished after %d frames", self.stats.frames,
+                         extra={"fields": {"event": "source_finished"}})
+                return
+            backoff = _SOURCE_BACKOFF[0]
+            if not self._source_ok:
+                self._source_ok = True
+                log.info("source: frames again after %d timeout(s)", self.stats.source_timeouts,
+                         extra={"fields": {"event": "source_ok"}})
+            t1 = time.perf_counter()
+            self.stats.observe("capture", (t1 - t0) * 1000)
+            self._process(frame, t1)
+
+    def _housekeeping(self) -> None:
+        if self._hup:
+            self._hup = False
+            self.reload()
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for cfg, done, result in pending:
+            result[0] = self._apply(cfg)
+            done.set()
+        for kind, ts, window in self.trigger.poll():
+            if kind == "open":
+                self.tracker.reset()  # a new window is a new item: its codes are new
+                log.debug("trigger window open")
+            else:
+                self._close_window(window, ts)
+        now = time.monotonic()
+        if now >= self._next_status:
+            if self._next_status:
+                log.info("status", extra={"fields": {"event": "status", **self.stats.counters(),
+                                                     "stage_ms_p50": self.stats.p50()}})
+            self._next_status = now + float(self.config["status_interval_s"])
+
+    def _process(self, frame, t1: float) -> None:
+        self.stats.frames += 1
+        trig = self.trigger
+        window = trig.window
+        if window is not None:
+            window.frames += 1
+            window.last_frame = frame.index
+        if not trig.reading:
+            return
+        try:
+            codes = self.reader.read(frame.image)
+        except Exception:  # noqa: BLE001 - one bad frame must not stop the line
+            log.exception("reader failed on frame %d", frame.index)
+            return
+        t2 = time.perf_counter()
+        self.stats.observe("read", (t2 - t1) * 1000)
+        self.stats.codes += len(codes)
+        new = self.tracker.update(codes, frame.ts, frame.index) if codes else []
+        if trig.mode == "single":
+            new = new[:1]
+        t3 = time.perf_counter()
+        self.stats.observe("track", (t3 - t2) * 1000)
+        if new:
+            results = []
+            for code, track in new:
+                rid = self.ids.next()
+                results.append(read_result(rid, self.device_id, code, track, frame.index, frame.ts))
+            if window is not None:
+                window.results += len(results)
+            self.stats.reads += len(results)
+            self._emit(results)
+        t4 = time.perf_counter()
+        self.stats.observe("sinks", (t4 - t3) * 1000)
+        self.stats.observe("total", (t4 - t1) * 1000)
+
+    def _close_window(self, window, ts: float) -> None:
+        if window.results == 0 and self.trigger.noread:
+            rid = self.ids.next()
+            self.stats.noreads += 1
+            self._emit([noread_result(rid, self.device_id, window.opened, ts, window.frames, window.last_frame)])
+
+    def _emit(self, results: list[dict]) -> None:
+        """Every sink gets every result; one sink failing never keeps it from the others."""
+        self.last_result_id = results[-1]["id"]
+        for sink in list(self.sinks):
+            try:
+                many = getattr(sink, "emit_many", None)
+                if many is not None and len(results) > 1:
+                    many(results)
+                else:
+                    for r in results:
+                        sink.emit(r)
+                self.stats.sink_emitted[sink.name] = self.stats.sink_emitted.get(sink.name, 0) + len(results)
+            except Exception as exc:  # noqa: BLE001
+                self.stats.sink_errors[sink.name] = self.stats.sink_errors.get(sink.name, 0) + 1
+                now = time.monotonic()
+                if now - self._sink_errlog.get(sink.name, -1e9) >= _SINK_ERROR_LOG_S:
+                    self._sink_errlog[sink.name] = now
+                    log.error("sink %s failed on result %d: %s: %s (%d error(s) so far)", sink.name,
+                              results[0]["id"], type(exc).__name__, exc, self.stats.sink_errors[sink.name],
+                              extra={"fields": {"event": "sink_error", "sink": sink.name}})
+
+    def _reopen_source(self) -> None:
+        from edge_runtime.capture import SourceError, open_source
+
+        try:
+            if self.source is not None:
+                self.source.close()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            self.source = open_source(dict(self.config["source"]))
+            log.info("source reopened")
+        except SourceError as exc:
+            log.error("source: %s", exc)
+            self.source = _DeadSource(str(exc))
+
+    # ---------------------------------------------------------------------------- reload
+
+    def _apply(self, new: Config) -> bool:
+        """Swap in a validated config, touching only what changed."""
+        old = self.config
+        for key in ("device_id", "state_dir"):
+            if new[key] != old[key]:
+                log.warning("reload: %s changed (%r -> %r); that needs a restart, keeping %r",
+                            key, old[key], new[key], old[key])
+                new.data[key] = old[key]
+        running = self.state == "running"
+        try:
+            reader = self._make_reader(new) if (running and new["reader"] != old["reader"]) else self.reader
+        except ServiceError as exc:
+            self.stats.reload_failures += 1
+            log.error("reload refused, keeping the running config: %s", exc)
+            return False
+        self.reader = reader
+        if new["dedup"] != old["dedup"]:
+            self.tracker = self._make_tracker(new)
+        if new["trigger"] != old["trigger"]:
+            if self.trigger.window is not None:
+                log.warning("reload: trigger changed while a window was open; the window is dropped")
+            self.trigger = self._make_trigger(new)
+        if self.owns_logging and new["log"] != old["log"]:
+            logs.setup(new["log"]["level"], new["log"]["format"], log_stream(new))
+        self.config = new
+        if running:
+            self._apply_sinks(old, new)
+            if new["source"] != old["source"]:
+                self._reopen_source()
+            if new["metrics"] != old["metrics"]:
+                if self.metrics is not None:
+                    self.metrics.close()
+                    self.metrics = None
+                if new["metrics"]["port"] is not None:
+                    try:
+                        self._start_metrics(new["metrics"]["port"])
+                    except ServiceError as exc:
+                        log.error("reload: %s; metrics off", exc)
+        self.stats.reloads += 1
+        log.info("reloaded %s", new.label, extra={"fields": {"event": "reloaded"}})
+        return True
+
+    def _apply_sinks(self, old: Config, new: Config) -> None:
+        """Unchanged sinks keep running (no reconnect, no lost in-flight); others restart."""
+        by_name = {s.name: s for s in self.sinks}
+        old_specs = {s["name"]: s for s in old.sinks}
+        keep, fresh = [], []
+        for i, spec in enumerate(new.sinks):
+            cur = by_name.get(spec["name"])
+            if cur is not None and old_specs.get(spec["name"]) == spec:
+                keep.append(cur)
+                continue
+            if cur is not None:
+                _close_quietly(cur, float(new["shutdown_timeout_s"]))
+                by_name.pop(spec["name"])
+            fresh.append((i, spec))
+        for name, sink in by_name.items():
+            if sink not in keep:
+                _close_quietly(sink, float(new["shutdown_timeout_s"]))
+        self.sinks = keep
+        for i, spec in fresh:
+            try:
+                sink = self._make_sink(i, spec)
+            except ServiceError as exc:
+                log.error("reload: %s; that sink is off until the next reload", exc)
+                continue
+            self.sinks.append(sink)
+        order = {s["name"]: i for i, s in enumerate(new.sinks)}
+        self.sinks.sort(key=lambda s: order.get(s.name, 1 << 30))
+
+
+class _DeadSource:
+    """Stands in for a source that could not be reopened: the loop keeps backing off."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def read(self, timeout: float = 1.0):
+        from edge_runtime.capture import SourceError
+
+        raise SourceError(self.error)
+
+    def state(self) -> dict:
+        return {"state": "reopening", "last_error": self.error}
+
+    def close(self) -> None:
+        pass
+
+
+def _close_quietly(sink: Any, timeout: float) -> None:
+    try:
+        sink.close(timeout=timeout)
+    except Exception:  # noqa: BLE001 - closing one sink must not keep the others open
+        log.exception("closing sink %s failed", getattr(sink, "name", "?"))
+
+
+def log_stream(cfg: Config) -> TextIO:
+    """Logs go to stderr when a stdout sink owns stdout, else to stdout (journald takes both)."""
+    return sys.stderr if any(s["kind"] == "stdout" for s in cfg.sinks) else sys.stdout
+
+
+__all__ = ["Service", "ServiceError", "log_stream", "READ_TIMEOUT_S"]

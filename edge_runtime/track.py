@@ -1,0 +1,144 @@
+"""Tracking and de-duplication of codes moving along a conveyor (pure logic, no I/O).
+
+A label passes under the camera in many frames; the plant wants one result per label.
+A *track* is one physical label: a new sighting joins an existing track when it carries
+the same payload (raw bytes, not the lossy text) and its centre is where the label could
+have moved since it was last seen. Otherwise it starts a new track, which is what gets
+reported.
+
+When to report: on first sight. That is the lowest latency a PLC can get (a diverter
+gate downstream has a fixed distance to act in), and a label that is read once and then
+lost under glare is still reported. The track keeps counting afterwards (`frames`,
+`last_seen`), so status and logs show how well each label was read, but the result that
+was already delivered is not re-sent.
+
+A track ends when its label has not been seen for `window_s`: the same payload seen
+again after that is a new label (or the same one presented again) and is reported
+again. A label that sits still under the camera (stopped belt) is reported once, not
+once per window: a stopped line must not flood the PLC.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from edge_runtime.code import Code
+
+DIRECTIONS = ("any", "+x", "-x", "+y", "-y")
+_UNIT = {"+x": (1.0, 0.0), "-x": (-1.0, 0.0), "+y": (0.0, 1.0), "-y": (0.0, -1.0)}
+# With a known direction a label may jitter backwards this fraction of max_distance_px
+# (detector corners wobble by a few pixels) but not more: upstream = a different label.
+_BACKTRACK = 0.25
+# A safety cap: a frame full of garbage reads must not grow memory without bound.
+MAX_TRACKS = 4096
+
+
+@dataclass
+class Track:
+    """One physical label as seen over consecutive frames."""
+
+    tid: int
+    raw: bytes
+    center: tuple[float, float]
+    first_seen: float
+    last_seen: float
+    first_frame: int
+    last_frame: int
+    frames: int = 1
+    code: Code | None = field(default=None, repr=False)
+
+
+class Tracker:
+    """Turns per-frame reads into new labels.
+
+    `update(codes, ts, frame_index)` returns the (code, track) pairs that started a new
+    track in this frame, i.e. the ones to report. Timestamps are the frame's own capture
+    time (seconds), so the logic is the same for a live camera and a replayed video.
+    """
+
+    def __init__(self, window_s: float = 2.0, max_distance_px: float = 200.0, direction: str = "any") -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        self.window_s = float(window_s)
+        self.max_distance_px = float(max_distance_px)
+        self.direction = direction
+        self._tracks: list[Track] = []
+        self._next_tid = 1
+
+    @property
+    def tracks(self) -> list[Track]:
+        return list(self._tracks)
+
+    def reset(self) -> None:
+        """Forget every label (a new trigger window is a new item)."""
+        self._tracks.clear()
+
+    def update(self, codes: list[Code], ts: float, frame_index: int) -> list[tuple[Code, Track]]:
+        self._expire(ts)
+        matched: set[int] = set()
+        new: list[tuple[Code, Track]] = []
+        for code in codes:
+            track = self._match(code, frame_index, matched)
+            if track is not None:
+                matched.add(track.tid)
+                track.center = code.center
+                track.last_seen = max(track.last_seen, ts)
+                if frame_index != track.last_frame:
+                    track.frames += 1
+                track.last_frame = frame_index
+                continue
+            track = Track(
+                tid=self._next_tid,
+                raw=bytes(code.raw),
+                center=code.center,
+                first_seen=ts,
+                last_seen=ts,
+                first_frame=frame_index,
+                last_frame=frame_index,
+                code=code,
+            )
+            self._next_tid += 1
+            matched.add(track.tid)
+            self._tracks.append(track)
+            new.append((code, track))
+        if len(self._tracks) > MAX_TRACKS:
+            # Oldest-seen first out; they would have expired soonest anyway.
+            self._tracks.sort(key=lambda t: t.last_seen)
+            del self._tracks[: len(self._tracks) - MAX_TRACKS]
+        return new
+
+    def _expire(self, ts: float) -> None:
+        self._tracks = [t for t in self._tracks if ts - t.last_seen <= self.window_s]
+
+    def _match(self, code: Code, frame_index: int, taken: set[int]) -> Track | None:
+        best, best_d = None, math.inf
+        for t in self._tracks:
+            if t.tid in taken or t.raw != code.raw:
+                continue
+            d = self._distance(t, code, frame_index)
+            if d is not None and d < best_d:
+                best, best_d = t, d
+        return best
+
+    def _distance(self, t: Track, code: Code, frame_index: int) -> float | None:
+        """Distance moved if `code` can be the label of track `t`, else None.
+
+        The allowance grows with the number of frames since the label was last seen, so a
+        label missed for a few frames (glare, motion blur) still joins its track.
+        """
+        gap = max(1, frame_index - t.last_frame)
+        limit = self.max_distance_px * gap
+        (x0, y0), (x1, y1) = t.center, code.center
+        dx, dy = x1 - x0, y1 - y0
+        if self.direction == "any":
+            d = math.hypot(dx, dy)
+            return d if d <= limit else None
+        ux, uy = _UNIT[self.direction]
+        along = dx * ux + dy * uy
+        across = abs(dx * uy - dy * ux)
+        # Along the belt a label may move any distance forward (fast belts move far per
+        # frame); sideways it stays within the allowance, backwards only by jitter.
+        if across > limit or along < -self.max_distance_px * _BACKTRACK:
+            return None
+        return math.hypot(dx, dy)
