@@ -14,8 +14,9 @@ import os
 import threading
 
 DEFAULTS: dict = {"max_mb": 64.0, "keep": 5, "fsync": False}
-KEYS: dict = {"path": str, "max_mb": (int, float), "keep": int, "fsync": bool}
-REQUIRED: tuple = ("path",)
+KEYS: set[str] = {"path", "max_mb", "keep", "fsync"}
+REQUIRED: set[str] = {"path"}
+TYPES: dict[str, tuple[type, ...]] = {"path": (str,), "max_mb": (int, float), "keep": (int,), "fsync": (bool,)}
 
 
 class JsonlSink:

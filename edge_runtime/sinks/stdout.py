@@ -12,8 +12,9 @@ import threading
 from typing import TextIO
 
 DEFAULTS: dict = {}
-KEYS: dict = {}
-REQUIRED: tuple = ()
+KEYS: set[str] = set()
+REQUIRED: set[str] = set()
+TYPES: dict[str, tuple[type, ...]] = {}
 
 
 class StdoutSink:
