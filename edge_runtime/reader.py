@@ -17,8 +17,9 @@ import numpy as np
 
 from edge_runtime import decode as decoders
 from edge_runtime import detect as detectors
+from edge_runtime import roi
 from edge_runtime.code import Code
-from edge_runtime.enhance import ops
+from edge_runtime.enhance import deblur, glare, ops
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ class Reader:
       detector     auto | tflite | ncnn | none: the INT8 model that finds codes (auto: if shipped)
       deadline_ms  stop retrying after this long per frame (None: try everything)
       retries      False to do one zxing-cpp pass only
+      blur_angle   direction of motion blur in degrees (0 = along x, the conveyor), None = estimate
+      blur_lengths smear lengths in px to try first (e.g. speed x exposure), estimated when empty
+      noread_score a detection this confident that nothing could read becomes a noread
     """
 
     def __init__(
@@ -47,6 +51,9 @@ class Reader:
         detector: str = "auto",
         deadline_ms: float | None = None,
         retries: bool = True,
+        blur_angle: float | None = None,
+        blur_lengths: Iterable[float] = (),
+        noread_score: float = 0.6,
         **detector_options,
     ) -> None:
         loaded = {n: decoders.load(n) for n in decoders_}
@@ -56,12 +63,18 @@ class Reader:
         self.detector = detectors.load(detector, **detector_options)
         self.deadline_ms = deadline_ms
         self.retries = retries
+        self.blur_angle = blur_angle
+        self.blur_lengths = [float(x) for x in blur_lengths]
+        self.noread_score = noread_score
+        self._cost: dict = {}  # attempt -> ms it usually takes here (for the deadline)
 
     @property
     def available(self) -> list[str]:
         return list(self.decoders)
 
-    def read(self, frame: np.ndarray) -> list[Code]:
+    def read(self, frame: np.ndarray, *, noreads: bool = False) -> list[Code]:
+        """Codes in `frame` (BGR or gray uint8). With `noreads`, also one Code of
+        kind "noread" per detected code that nothing could read (needs a detector)."""
         t0 = time.perf_counter()
         gray = ops.to_gray(np.asarray(frame))
         if gray.dtype != np.uint8:
@@ -71,17 +84,89 @@ class Reader:
         found: list[Code] = []
         primary = next(iter(self.decoders))
         _merge(found, self._run(primary, gray), "direct")
-        if not found and self.retries:
-            for stage, attempt in self._attempts(gray):
+        missed: list = []
+        if self.detector is not None:
+            dets = self.detector.detect(gray)
+            missed = [d for d in dets if not any(roi.contains(d.corners, c.center) for c in found)]
+            for det in sorted(missed, key=lambda d: -d.score):
                 if self._late(t0):
                     break
-                _merge(found, attempt(), stage)
+                _merge(found, self._read_roi(gray, det, t0), None)
+            missed = [d for d in missed if not any(roi.contains(d.corners, c.center) for c in found)]
+        elif not found and self.retries:
+            for key, (stage, attempt) in enumerate(self._attempts(gray)):
+                codes = self._timed(("frame", key), attempt, t0)
+                if codes is None:
+                    continue
+                _merge(found, codes, stage)
                 if found:
                     break
+        if not found and self.retries and self.detector is not None and "zbar" in self.decoders:
+            # Last resort on the whole frame: ZBar finds codes the detector missed.
+            small, s = _shrink(gray, _FALLBACK_MAX_SIDE)
+            _merge(found, self._timed(("frame", "zbar"), lambda: self._run("zbar", small, s), t0) or [], "fallback")
         elapsed = (time.perf_counter() - t0) * 1000.0
         for c in found:
             c.elapsed_ms = elapsed
+        if noreads:
+            for d in missed:
+                if d.score >= self.noread_score and not any(roi.contains(d.corners, c.center) for c in found):
+                    found.append(Code(text="", raw=b"", corners=list(d.corners), stage="noread", kind="noread", elapsed_ms=elapsed))
         return found
+
+    def _read_roi(self, gray: np.ndarray, det, t0: float) -> list[Code]:
+        """Decode one detected code: rectified full-resolution crop, then enhancements in
+        the order of their expected benefit, until one reads or the deadline passes."""
+        crop, h_inv = roi.rectify(gray, det.corners)
+        for key, (stage, name, make) in enumerate(self._roi_attempts(crop)):
+            dec = self.decoders.get(name)
+            if dec is None:
+                continue
+            codes = self._timed(("roi", key), lambda: dec.decode(make(), fast=True), t0)
+            if codes:
+                for c in codes:
+                    c.corners = roi.map_points(h_inv, c.corners)
+                    c.stage = stage
+                return codes
+        return []
+
+    def _roi_attempts(self, crop: np.ndarray):
+        z = "zxing"
+        yield "roi", z, lambda: crop
+        yield "enhanced", z, lambda: ops.stretch(crop)
+        yield "enhanced", z, lambda: ops.local_normalize(crop)
+        yield "enhanced", z, lambda: glare.suppress(crop)
+        yield "enhanced", z, lambda: ops.clahe(crop)
+        yield "enhanced", z, lambda: ops.sharpen(crop, amount=2.0)
+        angle = self.blur_angle if self.blur_angle is not None else deblur.blur_direction(crop)
+        lengths = list(self.blur_lengths)
+        est = deblur.blur_length(crop, angle)
+        if est is not None:
+            lengths.append(est)
+        for extra in (6.0, 9.0, 12.0, 4.0, 15.0):
+            if all(abs(extra - x) > 1.5 for x in lengths):
+                lengths.append(extra)
+        for n in lengths:
+            yield "enhanced", z, lambda n=n: deblur.wiener(crop, n, angle)
+        yield "fallback", "zbar", lambda: crop
+        yield "fallback", "opencv", lambda: crop
+
+    def _timed(self, key, attempt, t0: float):
+        """Run `attempt` unless its usual cost would overrun the deadline (None = skipped).
+
+        Checking only whether the deadline has passed would let a 60 ms OpenCV pass start
+        at 30 ms and finish far too late; each attempt's cost is learned as it runs."""
+        if self.deadline_ms is not None:
+            spent = (time.perf_counter() - t0) * 1000.0
+            if spent + self._cost.get(key, 0.0) > self.deadline_ms:
+                return None
+        a = time.perf_counter()
+        codes = attempt()
+        ms = (time.perf_counter() - a) * 1000.0
+        # A slowly decaying maximum: spikes are remembered (they are what overruns a
+        # deadline) and forgotten over a few dozen frames.
+        self._cost[key] = max(ms, 0.95 * self._cost.get(key, 0.0))
+        return codes
 
     def _late(self, t0: float) -> bool:
         return self.deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 >= self.deadline_ms
@@ -126,12 +211,13 @@ def _shrink(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA), s
 
 
-def _merge(found: list[Code], new: list[Code], stage: str) -> None:
+def _merge(found: list[Code], new: list[Code], stage: str | None) -> None:
     """Add codes not already found: the same payload at the same place is one code."""
     for c in new:
         if any(c.raw == f.raw and _near(c, f) for f in found):
             continue
-        c.stage = stage
+        if stage is not None:
+            c.stage = stage
         found.append(c)
 
 
