@@ -39,6 +39,7 @@ class _Scene:
         self.truths: list[Truth] = []
         self.placed: list[Placed] = []
         self._boxes: list[tuple[float, float, float, float]] = []
+        self.meta: dict = {}  # what the category chose (blur in modules...), for debugging a frame
 
     def add_code(
         self,
@@ -87,11 +88,13 @@ class _Scene:
             if p not in have:
                 return p
 
-    def camera(self, noise: tuple[float, float] = (1.5, 4.0), jpeg: tuple[int, int] | None = (70, 95)) -> None:
+    def camera(
+        self, noise: tuple[float, float] = (1.5, 4.0), jpeg: tuple[int, int] | None = (70, 95), jpeg_p: float = 0.6
+    ) -> None:
         """What every frame goes through last: sensor noise, then often JPEG."""
         rng = self.rng
         self.frame = degrade.sensor_noise(self.frame, rng, sigma=float(rng.uniform(*noise)), shot=0.05)
-        if jpeg and rng.random() < 0.6:
+        if jpeg and rng.random() < jpeg_p:
             self.frame = degrade.jpeg(self.frame, int(rng.integers(*jpeg)))
 
 
@@ -135,9 +138,14 @@ def _perspective(s: _Scene) -> None:
 
 def _small(s: _Scene) -> None:
     r = s.rng
-    s.add_code(float(r.uniform(1.5, 2.5)), angle=float(r.uniform(-20, 20)), error=str(r.choice(["l", "m"])))
-    s.frame = degrade.defocus(s.frame, float(r.uniform(0.5, 0.9)))
-    s.camera(noise=(3.0, 6.0), jpeg=(60, 90))
+    module = float(r.uniform(1.5, 2.5))
+    s.add_code(module, angle=float(r.uniform(-20, 20)), error=str(r.choice(["l", "m"])))
+    # At 1.5-2.5 px a module, the lens' softness and compression decide readability;
+    # a blur disk of at most 1.2 modules across leaves every module there in principle.
+    radius = module * float(r.uniform(0.45, 0.6))
+    s.meta.update(module_px=round(module, 2), defocus_px=round(radius, 2))
+    s.frame = degrade.defocus(s.frame, radius)
+    s.camera(noise=(3.0, 6.0), jpeg=(50, 80), jpeg_p=1.0)
 
 
 def _lowcontrast(s: _Scene) -> None:
@@ -153,16 +161,26 @@ def _lowcontrast(s: _Scene) -> None:
 def _blur(s: _Scene) -> None:
     r = s.rng
     length = float(r.uniform(4, 14))
-    # Keep blur <= ~1.4 modules: longer smears leave nothing to recover.
-    module = float(r.uniform(max(2.5, length / 1.4), max(2.5, length / 1.4) + 3.0))
+    # 1.2-1.6 modules of smear: a box blur nulls the finest module pattern at 2
+    # modules, and below ~1.2 zxing-cpp alone reads nearly everything.
+    module = max(2.5, length / float(r.uniform(1.2, 1.6)))
+    s.meta.update(blur_px=round(length, 2), module_px=round(module, 2), blur_modules=round(length / module, 2))
     s.add_code(module)
+    # Wide aperture for the short exposure: shallow depth of field, a little defocus too.
+    s.frame = degrade.defocus(s.frame, module * float(r.uniform(0.2, 0.45)))
     s.frame = degrade.motion_blur(s.frame, length, float(r.uniform(-3, 3)))
-    s.camera()
+    # A short exposure to limit that smear leaves a dark frame the sensor gains up: noise.
+    s.frame = degrade.low_contrast(s.frame, float(r.uniform(130, 200)), float(r.uniform(60, 100)))
+    s.camera(noise=(5.0, 9.0))
 
 
 def _glare(s: _Scene) -> None:
     r = s.rng
-    placed = s.add_code(float(r.uniform(3.0, 6.5)), error=str(r.choice(["m", "q", "h"])))
+    error = str(r.choice(["m", "q", "h"]))
+    placed = s.add_code(float(r.uniform(3.0, 6.5)), error=error)
+    # What clips to white is an erasure; a blob touches more codewords than its area
+    # share, so stay at about half of what the error level repairs.
+    max_clipped = {"m": 0.07, "q": 0.11, "h": 0.15}[error]
     if placed is None:
         s.camera()
         return
@@ -174,10 +192,12 @@ def _glare(s: _Scene) -> None:
             # Centre on the data area (module space), sized relative to the code.
             c = placed.to_frame(np.array([[r.uniform(0.25, 0.85) * n, r.uniform(0.25, 0.85) * n]]))[0]
             side = float(np.linalg.norm(placed.corners[1] - placed.corners[0]))
-            axes = (side * float(r.uniform(0.15, 0.35)), side * float(r.uniform(0.08, 0.25)))
+            axes = (side * float(r.uniform(0.12, 0.3)), side * float(r.uniform(0.08, 0.2)))
             frame = degrade.glare(frame, (float(c[0]), float(c[1])), axes, float(r.uniform(0, 180)), float(r.uniform(0.6, 1.0)))
-        finders_ok = all(_pct_saturated(frame, placed, b) < 0.35 for b in finder_boxes(n))
-        if finders_ok and _pct_saturated(frame, placed, (0, 0, n, n)) < 0.25:
+        finders_ok = all(_pct_saturated(frame, placed, b) < 0.25 for b in finder_boxes(n))
+        clipped = _pct_saturated(frame, placed, (0, 0, n, n))
+        if finders_ok and clipped < max_clipped:
+            s.meta.update(error=error, clipped=round(clipped, 3))
             s.frame = frame
             break
     s.camera()
@@ -229,10 +249,18 @@ def make_frame(category: str, seed: int = 0, index: int = 0) -> tuple[np.ndarray
     """Frame `index` of `category` for `seed`: (BGR uint8 1280x720, truths)."""
     if category not in _BUILDERS:
         raise ValueError(f"unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
+    scene = make_scene(category, seed, index)
+    return scene.frame, scene.truths
+
+
+def make_scene(category: str, seed: int = 0, index: int = 0) -> _Scene:
+    """Like make_frame, keeping what the category chose in `.meta` (for looking into a frame)."""
+    if category not in _BUILDERS:
+        raise ValueError(f"unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
     rng = np.random.default_rng([seed, CATEGORIES.index(category), index])
     scene = _Scene(rng)
     _BUILDERS[category](scene)
-    return scene.frame, scene.truths
+    return scene
 
 
 def make_bench_set(
