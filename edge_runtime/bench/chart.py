@@ -31,7 +31,8 @@ def plot_rates(result: dict, path: Path) -> Path:
     ax.set_ylim(0, 105)
     ax.set_title(f"Decode bench, seed {result['seed']}, {result['per_category']} frames/category")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(ncols=min(len(decs), 4), fontsize=8, loc="lower left")
+    # Outside the axes: inside, the legend hides the bars of whichever category it sits on.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

@@ -132,7 +132,9 @@ class FrameScore:
     present: int = 0
     read: int = 0
     false: list[bytes] = field(default_factory=list)  # bytes not in the frame at all
+    mangled: int = 0  # of those: a frame payload re-encoded (binary/Shift-JIS read as Latin-1)
     misplaced: int = 0  # right bytes, centre outside that code's polygon
+    stages: dict[str, int] = field(default_factory=dict)  # reads counted, by the Reader's stage
 
 
 def _center(corners: Sequence[Sequence[float]]) -> tuple[float, float]:
@@ -161,6 +163,25 @@ def _same_payload(raw: bytes, payload: bytes) -> bool:
     return False
 
 
+def _mangled(raw: bytes, payload: bytes) -> bool:
+    """True if `raw` is `payload` decoded with a wrong charset and re-encoded as UTF-8.
+
+    Tells "read the right code, delivered the wrong bytes" (a charset bug one can fix)
+    from a phantom read of a code that is not there.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    for enc in ("latin-1", "cp1252", "shift_jis", "utf-8"):
+        try:
+            if payload.decode(enc) == text:
+                return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
 def score_frame(reads: Iterable, truths: list[dict]) -> FrameScore:
     """Match reads to truths: same payload and the read's centre inside the truth's polygon.
 
@@ -174,6 +195,7 @@ def score_frame(reads: Iterable, truths: list[dict]) -> FrameScore:
         same = [i for i, t in enumerate(truths) if _same_payload(raw, t["payload"])]
         if not same:
             s.false.append(raw)
+            s.mangled += any(_mangled(raw, t["payload"]) for t in truths)
             continue
         c = _center(r.corners) if len(r.corners) else None
         hit = next((i for i in same if c is not None and _inside(c, truths[i]["corners"])), None)
@@ -181,6 +203,9 @@ def score_frame(reads: Iterable, truths: list[dict]) -> FrameScore:
             s.misplaced += 1
         elif hit not in matched:
             matched.add(hit)
+            stage = getattr(r, "stage", None)
+            if stage:
+                s.stages[stage] = s.stages.get(stage, 0) + 1
     s.read = len(matched)
     return s
 
@@ -192,14 +217,19 @@ class _Cell:
     present: int = 0
     read: int = 0
     false: int = 0
+    mangled: int = 0
     misplaced: int = 0
+    stages: dict[str, int] = field(default_factory=dict)
     times_ms: list[float] = field(default_factory=list)
 
     def add(self, s: FrameScore, ms: float) -> None:
         self.present += s.present
         self.read += s.read
         self.false += len(s.false)
+        self.mangled += s.mangled
         self.misplaced += s.misplaced
+        for k, v in s.stages.items():
+            self.stages[k] = self.stages.get(k, 0) + v
         self.times_ms.append(ms)
 
     def summary(self) -> dict:
@@ -209,7 +239,9 @@ class _Cell:
             "read": self.read,
             "rate": round(100.0 * self.read / self.present, 1) if self.present else 0.0,
             "false_reads": self.false,
+            "false_mangled": self.mangled,
             "misplaced": self.misplaced,
+            "stages": dict(sorted(self.stages.items())),
             "p50_ms": round(float(np.percentile(t, 50)), 2),
             "p99_ms": round(float(np.percentile(t, 99)), 2),
             "mean_ms": round(float(t.mean()), 2),
@@ -264,7 +296,15 @@ def run_bench(
                 cells[cat][name].add(s, ms)
                 overall[name].add(s, ms)
                 for raw in s.false:
-                    false_reads.append({"decoder": name, "category": cat, "frame": i, "bytes_b64": base64.b64encode(raw).decode()})
+                    false_reads.append(
+                        {
+                            "decoder": name,
+                            "category": cat,
+                            "frame": i,
+                            "bytes_b64": base64.b64encode(raw).decode(),
+                            "mangled": any(_mangled(raw, t["payload"]) for t in truths),
+                        }
+                    )
         if progress:
             progress(f"{cat}: {per_category} frames in {time.perf_counter() - t_cat:.1f} s")
     return {
@@ -299,11 +339,18 @@ def to_markdown(result: dict) -> str:
         "",
         *rows,
         "",
-        "False reads (bytes present in no code of the frame): "
-        + ", ".join(f"{d} {result['overall'][d]['false_reads']}" for d in decs),
+        "False reads (bytes present in no code of the frame; mangled = a payload of the frame "
+        "re-encoded with the wrong charset): "
+        + ", ".join(
+            f"{d} {result['overall'][d]['false_reads']} ({result['overall'][d]['false_mangled']} mangled)" for d in decs
+        ),
         "Misplaced reads (right bytes, centre outside the code): "
         + ", ".join(f"{d} {result['overall'][d]['misplaced']}" for d in decs),
     ]
+    for d in decs:
+        st = result["overall"][d].get("stages")
+        if st:
+            lines.append(f"{d} reads by stage: " + ", ".join(f"{k} {v}" for k, v in st.items()))
     for d, why in result.get("skipped", {}).items():
         lines.append(f"Not run: {d} ({why})")
     return "\n".join(lines) + "\n"
