@@ -173,6 +173,12 @@ class Broker:
         self.stop()
         return self.start(timeout)
 
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its password and ACL files (config edits that a plant
+        makes without restarting the broker)."""
+        if self.running:
+            self.proc.send_signal(signal.SIGHUP)
+
     def close(self) -> None:
         self.stop()
         if self._own_tmp:

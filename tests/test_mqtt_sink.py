@@ -475,3 +475,59 @@ def test_options_are_documented_and_validated(tmp_path, monkeypatch):
         assert needle in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="device_id"):
         MqttSink("m0", "a/b", {})
+
+
+def test_mqtt5_acl_refusal_keeps_results_until_acl_is_fixed(make_broker, tmp_path, sinks):
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite edge/+/status\ntopic read edge/+/cmd\ntopic read edge/#\n")
+    b = make_broker(extra=f"acl_file {acl}").start()
+    sub = Subscriber(b.port, "edge/deva/result", protocol="5").start()
+    try:
+        s = sinks("m0", "deva", sink_options(b.port, tmp_path, protocol="5"))
+        s.start()
+        for i in range(1, 4):
+            s.emit(result(i, "deva"))
+        assert wait(lambda: s.state()["rejected"] >= 1)
+        st = s.state()
+        assert st["queued"] == 3 and st["delivered"] == 0 and st["connected"]
+        assert "rejected results on edge/deva/result: not authorized" in st["last_error"]
+        acl.write_text("topic readwrite edge/#\n")
+        b.reload()
+        assert sub.wait_for(lambda: first_arrivals(ids_on(sub, "edge/deva/result")) == [1, 2, 3], timeout=30)
+        assert wait(lambda: s.state()["queued"] == 0 and s.state()["last_error"] is None)
+    finally:
+        sub.close()
+
+
+def test_full_outbox_policy_is_counted_in_state(make_broker, tmp_path, sinks):
+    b = make_broker()  # down: everything queues
+    s = sinks("m0", "devf", sink_options(b.port, tmp_path, outbox_max_mb=4000 / (1024 * 1024)))
+    s.start()
+    for i in range(1, 101):
+        s.emit(result(i, "devf"))
+    st = s.state()
+    assert st["dropped"] > 0 and st["queued"] + st["dropped"] == 100
+    kept = st["queued"]
+    b.start()
+    sub = Subscriber(b.port, "edge/devf/result").start()
+    try:  # drop_oldest: the newest results are the ones delivered
+        assert sub.wait_for(lambda: set(ids_on(sub, "edge/devf/result")) >= set(range(101 - kept, 101)))
+        assert min(ids_on(sub, "edge/devf/result")) == 101 - kept
+    finally:
+        sub.close()
+
+
+def test_close_joins_every_thread(broker, make_broker, tmp_path):
+    def ours() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith(("mqtt-sender-", "paho-mqtt-client-edge"))]
+
+    assert ours() == []
+    down = make_broker()
+    for port, name in ((broker.port, "up"), (down.port, "down")):
+        s = MqttSink(name, f"devj{name}", sink_options(port, tmp_path / name))
+        s.start()
+        s.emit(result(1, f"devj{name}"))
+        if name == "up":
+            assert wait(lambda: s.state()["delivered"] == 1)
+        s.close(timeout=2)
+        assert ours() == [], name

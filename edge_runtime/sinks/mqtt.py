@@ -14,6 +14,10 @@ must dedupe by `id` (ids strictly increase per device and are never reused). The
 of each id is in id order: a new result is not put on the wire while older ones from a broken
 connection are still being re-sent.
 
+An MQTT 5 broker may refuse a result (PUBACK reason >= 0x80, e.g. its ACL denies the topic):
+the result stays in the outbox, state() shows the error and counts it in "rejected", and the
+sender retries from the oldest entry every few seconds, so fixing the ACL loses nothing.
+
 With qos 0 there is no acknowledgement: a result leaves the outbox once paho has written it to
 the socket; if the connection dies right then it is lost (at-most-once). Use qos >= 1 in plants.
 
@@ -65,17 +69,17 @@ def _finite(v: Any) -> Any:
     return v
 
 
-def encode_result(result: dict) -> bytes:
+def encode_result(result: dict, default: Callable[[Any], Any] | None = None) -> bytes:
     """Compact JSON in UTF-8. Control characters (NUL, ESC, ...) in decoded text are escaped by
     JSON itself, so whatever a QR code contains stays inside the payload."""
     try:
-        s = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        s = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
     except ValueError:
-        s = json.dumps(_finite(result), separators=(",", ":"), ensure_ascii=False)
+        s = json.dumps(_finite(result), separators=(",", ":"), ensure_ascii=False, default=default)
     try:
         return s.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from a lossy decode: \u-escape them instead
-        return json.dumps(_finite(result), separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        return json.dumps(_finite(result), separators=(",", ":"), ensure_ascii=True, default=default).encode("ascii")
 
 
 class _Client(mqtt.Client):
@@ -137,7 +141,9 @@ class MqttSink:
         self._inflight: dict[int, int] = {}  # paho mid -> result id
         self._cursor: int | None = None       # highest result id handed to paho
         self.delivered = 0
-        self.rejected = 0
+        self.rejected = 0  # refusals by an MQTT 5 broker (PUBACK reason >= 0x80); retried
+        self._rewind = False
+        self._pause_until = 0.0
         self._full_logged = False
 
         self.client = self._make_client()
@@ -340,7 +346,7 @@ class MqttSink:
                 extra = {}
             for k, v in extra.items():
                 d.setdefault(k, v)
-        return encode_result(d)
+        return encode_result(d, default=str)  # a provider returning e.g. a Path must not stop status
 
     def _run_sender(self) -> None:
         seen_disconnects = 0
@@ -369,7 +375,9 @@ class MqttSink:
                     self.client.publish(self.topic_status, self._status_payload("online"), qos=1, retain=True)
                 if hold and not self._inflight:
                     hold = False
-                if not hold:
+                if self._rewind and not self._inflight and time.monotonic() >= self._pause_until:
+                    self._rewind = False  # nothing in flight: _fill restarts from the oldest entry
+                if not hold and not self._rewind:
                     self._fill(seen_disconnects)
             except Exception:  # noqa: BLE001 - e.g. disk error: log, keep the thread alive
                 log.exception("mqtt sink %s: sender error", self.name)
@@ -400,12 +408,18 @@ class MqttSink:
             if rid is None:
                 continue  # a status message
             if getattr(reason, "is_failure", False):
-                # MQTT 5 broker refused this message (e.g. not authorized). Re-sending it would
-                # get the same answer and block every result behind it: count, log, move on.
+                # An MQTT 5 broker refused the result (e.g. its ACL does not allow our topic).
+                # The topic is the same for every result, so this is a broker/config problem,
+                # not a bad result: keep it in the outbox, pause, and retry from the oldest
+                # entry, so fixing the ACL (mosquitto reloads it on SIGHUP) loses nothing.
                 self.rejected += 1
-                log.error("mqtt sink %s: broker %s rejected result %d on %s: %s",
-                          self.name, self.where, rid, self.topic_result, reason)
-            else:
-                self.delivered += 1
+                self._pause_until = time.monotonic() + RECONNECT_MAX_S
+                self._rewind = True
+                self._set_error(f"mqtt broker {self.where} rejected results on {self.topic_result}: "
+                                f"{str(reason).lower()} (check the broker ACL)")
+                continue
+            self.delivered += 1
+            if self.last_error is not None and " rejected results on " in self.last_error:
+                self.last_error = self._logged_error = None
             if self._outbox is not None:
                 self._outbox.ack(rid)
