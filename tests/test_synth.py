@@ -287,3 +287,10 @@ def test_conveyor_label_rate_and_small_frames():
     assert conv.label_x(1, 40) - conv.label_x(1, 20) == 200
     with pytest.raises(ValueError):
         SyntheticConveyor(width=32, height=32)
+
+
+def test_stopped_conveyor_shows_one_still_label():
+    conv = SyntheticConveyor(speed_px_s=0.0, degradations=False)
+    (a, ta), (b, tb) = conv.frame_at(0), conv.frame_at(500)
+    assert np.array_equal(a, b)
+    assert [t["label_id"] for t in ta] == [0] and ta == tb

@@ -72,7 +72,10 @@ class SyntheticConveyor:
         # Exposure of a quarter frame time: the smear a moving label leaves.
         self.blur_px = self.px_per_frame * 0.25 if degradations else 0.0
         self.frames_per_label = self.fps / self.labels_per_s if self.labels_per_s > 0 else math.inf
-        spacing = self.px_per_frame * self.frames_per_label if self.labels_per_s > 0 else self.width
+        # A stopped belt (speed 0) shows one label standing in the middle: a still scene.
+        self.stopped = self.px_per_frame == 0
+        moving = self.labels_per_s > 0 and not self.stopped
+        spacing = self.px_per_frame * self.frames_per_label if moving else self.width
         scale = min(self.height / 720.0 * 1.0, 0.85 * spacing / _BASE_LABEL[0], 0.9 * self.width / _BASE_LABEL[0])
         self._scale = max(scale, 0.2)
         self._belt = self._make_belt()
@@ -165,6 +168,8 @@ class SyntheticConveyor:
     # --- per frame --------------------------------------------------------------------
 
     def _visible_ids(self, f: int) -> range:
+        if self.stopped:
+            return range(0, 1)
         if not math.isfinite(self.frames_per_label):
             return range(0)
         # Label i's left edge: x = -w + (f - i * fpl) * v; visible while -w < x < width.
@@ -177,6 +182,8 @@ class SyntheticConveyor:
     def label_x(self, label_id: int, frame_index: int) -> int:
         """Left edge of a label's patch (px, may be negative) at `frame_index`."""
         lab = self._label(label_id)
+        if self.stopped:
+            return (self.width - lab.w) // 2
         entered = label_id * self.frames_per_label
         return int(round(-lab.w + (frame_index - entered) * self.px_per_frame))
 
