@@ -282,6 +282,7 @@ def test_close_keeps_undelivered_results_for_next_start(make_broker, tmp_path):
     t0 = time.monotonic()
     s.close(timeout=1.0)
     assert time.monotonic() - t0 < 15  # bounded even with the broker down (generous for load)
+    assert s.state()["queued"] == 5 and s.state()["delivered"] == 0
     ob = Outbox(str(tmp_path / "outbox.sqlite"))
     assert [rid for rid, _ in ob.peek()] == [1, 2, 3, 4, 5]
     ob.close()

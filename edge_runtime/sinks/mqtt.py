@@ -129,6 +129,7 @@ class MqttSink:
         self._sender: threading.Thread | None = None
         self._started = False
         self._closed = False
+        self._left_queued: int | None = None
 
         # Written by paho callbacks, read by the sender (deque appends/pops are atomic).
         self._acks: collections.deque[tuple[int, Any]] = collections.deque()
@@ -219,7 +220,7 @@ class MqttSink:
         outbox = self._outbox
         return {
             "connected": self._connected,
-            "queued": outbox.depth() if outbox is not None and not self._closed else 0,
+            "queued": self._left_queued if self._left_queued is not None else (outbox.depth() if outbox else 0),
             "delivered": self.delivered,
             "dropped": outbox.dropped if outbox is not None else 0,
             "rejected": self.rejected,
@@ -258,7 +259,9 @@ class MqttSink:
             self.client.loop_stop()
             self._connected = False
             self._drain_acks()  # PUBACKs that arrived while we were stopping: not re-sent next time
+        self._inflight.clear()
         if outbox is not None:
+            self._left_queued = outbox.depth()  # state() after close: what the next start will send
             outbox.close()
 
     # ---- paho callbacks (network thread): record and wake, nothing slow ------------------
