@@ -147,3 +147,40 @@ def test_bench_without_a_benchmark_prints_help():
 def test_bench_decode_bad_options(tmp_path, bad):
     p = _cli("decode", *bad, "--out", tmp_path, timeout=60)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "edge-runtime: error:" in p.stderr
+
+
+def test_reader_options_reach_reader_columns_and_misses_are_listed():
+    seen = {}
+
+    def fake_reader(**options):
+        seen.update(options)
+        return lambda frame: []  # reads nothing: every frame is a miss
+
+    fake_reader.reader_options = True
+    register("fake-reader", fake_reader)
+    missed = []
+    try:
+        result = run_bench(
+            seed=0, per_category=2, decoders=["fake-reader", "zxing"], categories=["nominal"],
+            reader_options={"deadline_ms": 25.0}, on_miss=lambda cat, i, frame: missed.append((cat, i, frame.shape)),
+        )
+    finally:
+        bench.DECODERS.pop("fake-reader")
+    assert seen == {"deadline_ms": 25.0}
+    assert result["misses"]["fake-reader"] == {"nominal": [0, 1]} and result["misses"]["zxing"] == {}
+    assert missed == [("nominal", 0, (720, 1280, 3)), ("nominal", 1, (720, 1280, 3))]
+
+
+def test_bench_decode_save_misses_and_no_runnable_decoder(tmp_path):
+    p = _cli("decode", "--per-category", 1, "--categories", "blur", "--decoders", "opencv",
+             "--save-misses", "--out", tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr
+    data = json.loads((tmp_path / "bench-decode.json").read_text())
+    saved = sorted(x.name for x in (tmp_path / "misses").iterdir())
+    assert saved == [f"blur-{i:03d}.png" for i in data["misses"]["opencv"].get("blur", [])]
+    assert saved  # OpenCV alone reads no blur frame of seed 0 (0% in the default run)
+    p = _cli("decode", "--per-category", 1, "--decoders", "reader+ncnn", "--out", tmp_path / "x", timeout=120)
+    if p.returncode == 0:  # a shipped NCNN model: the column simply runs
+        assert "reader+ncnn %" in p.stdout
+    else:
+        assert p.returncode == 2 and "none of the --decoders can run here" in p.stderr and "Traceback" not in p.stderr

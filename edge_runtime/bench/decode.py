@@ -3,10 +3,12 @@
 Every decoder (a column) sees the same synthetic frames, category by category, so the
 table says where the Reader earns its extra milliseconds over a plain library call.
 
-Adding a column: `register("reader+tflite", lambda: Reader(detector="tflite").read)`.
+Adding a column: `register("my-pipeline", lambda: MyPipeline().read)`.
 A factory returns a function `frame (BGR uint8) -> list of reads`, where a read is any
-object with `.raw` (bytes) and `.corners` (4 (x, y) points) -- `Code` already is one.
-A factory that cannot run here raises `Unavailable` and its column is left out with a note.
+object with `.raw` (bytes) and `.corners` (4 (x, y) points) -- `Code` already is one
+(and its `.stage` is tallied). A factory that cannot run here raises `Unavailable` and
+its column is left out with a note. Reader variants: `register(name, reader_column(...))`
+with Reader keywords, so `--deadline-ms` reaches them too.
 """
 
 from __future__ import annotations
@@ -46,15 +48,18 @@ class Read:
 
 # --- the columns -----------------------------------------------------------------------
 
-def _reader(**options) -> Callable[[], DecodeFn]:
-    def factory() -> DecodeFn:
+def reader_column(**options) -> Callable[..., DecodeFn]:
+    """A column running `Reader(**options)`; bench-wide Reader options (deadline) are merged in."""
+
+    def factory(**overrides) -> DecodeFn:
         from edge_runtime import Reader
 
         try:
-            return Reader(**options).read
+            return Reader(**{**options, **overrides}).read
         except Exception as exc:  # a missing model or runtime: leave the column out
             raise Unavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
+    factory.reader_options = True  # type: ignore[attr-defined]
     return factory
 
 
@@ -119,10 +124,14 @@ def _opencv() -> DecodeFn:
     return run
 
 
-register("reader", _reader())
+register("reader", reader_column())
 register("zxing", _zxing)
 register("pyzbar", _pyzbar)
 register("opencv", _opencv)
+# Not in the default run: they need a shipped model, or isolate what the detector adds.
+register("reader (no detector)", reader_column(detector="none"))
+register("reader+tflite", reader_column(detector="tflite"))
+register("reader+ncnn", reader_column(detector="ncnn"))
 
 
 # --- scoring ---------------------------------------------------------------------------
@@ -248,7 +257,9 @@ class _Cell:
         }
 
 
-def load_decoders(names: Sequence[str]) -> tuple[dict[str, DecodeFn], dict[str, str]]:
+def load_decoders(
+    names: Sequence[str], reader_options: dict | None = None
+) -> tuple[dict[str, DecodeFn], dict[str, str]]:
     """Instantiate the named columns; unknown names are a user error, unavailable ones a note."""
     from edge_runtime.cli import UserError
 
@@ -257,10 +268,14 @@ def load_decoders(names: Sequence[str]) -> tuple[dict[str, DecodeFn], dict[str, 
         raise UserError(f"unknown decoder {unknown[0]!r} for --decoders; choose from {', '.join(DECODERS)}")
     fns, skipped = {}, {}
     for n in names:
+        fac = DECODERS[n]
         try:
-            fns[n] = DECODERS[n]()
+            fns[n] = fac(**(reader_options or {})) if getattr(fac, "reader_options", False) else fac()
         except Unavailable as exc:
             skipped[n] = str(exc)
+    if not fns:
+        why = "; ".join(f"{n}: {w}" for n, w in skipped.items())
+        raise UserError(f"none of the --decoders can run here ({why})")
     return fns, skipped
 
 
@@ -270,9 +285,16 @@ def run_bench(
     decoders: Sequence[str] = DEFAULT_DECODERS,
     categories: Sequence[str] = CATEGORIES,
     progress: Callable[[str], None] | None = None,
+    reader_options: dict | None = None,
+    on_miss: Callable[[str, int, np.ndarray], None] | None = None,
 ) -> dict:
-    """Run every decoder on the same frames; return the result as a JSON-ready dict."""
-    fns, skipped = load_decoders(decoders)
+    """Run every decoder on the same frames; return the result as a JSON-ready dict.
+
+    `on_miss(category, index, frame)` is called for frames where the first column
+    missed a code or read a false one -- the frames worth looking at.
+    """
+    fns, skipped = load_decoders(decoders, reader_options)
+    misses: dict[str, dict[str, list[int]]] = {d: {} for d in fns}
     cells = {c: {d: _Cell() for d in fns} for c in categories}
     overall = {d: _Cell() for d in fns}
     false_reads: list[dict] = []
@@ -295,6 +317,10 @@ def run_bench(
                 s = score_frame(reads, truths)
                 cells[cat][name].add(s, ms)
                 overall[name].add(s, ms)
+                if s.read < s.present or s.false:
+                    misses[name].setdefault(cat, []).append(i)
+                    if on_miss and name == next(iter(fns)):
+                        on_miss(cat, i, frame)
                 for raw in s.false:
                     false_reads.append(
                         {
@@ -316,6 +342,9 @@ def run_bench(
         "categories": {c: {d: cells[c][d].summary() for d in fns} for c in categories},
         "overall": {d: overall[d].summary() for d in fns},
         "false_reads": false_reads,
+        # Frame indices with a missed code or a false read: make_frame(category, seed, i) rebuilds one.
+        "misses": misses,
+        "reader_options": reader_options or {},
         "elapsed_s": round(time.perf_counter() - t_start, 1),
     }
 
@@ -386,6 +415,14 @@ def add_parser(subparsers) -> None:
         help=f"columns to run (default: {' '.join(DEFAULT_DECODERS)}; available: {', '.join(DECODERS)})",
     )
     p.add_argument("--categories", nargs="+", default=None, metavar="CAT", help=f"subset of: {' '.join(CATEGORIES)}")
+    p.add_argument(
+        "--deadline-ms", type=float, default=None, help="per-frame deadline for the Reader columns (default: none)"
+    )
+    p.add_argument(
+        "--save-misses",
+        action="store_true",
+        help="also write frames the first column missed to OUT/misses/CATEGORY-INDEX.png",
+    )
     p.set_defaults(func=_main)
 
 
@@ -404,12 +441,27 @@ def _main(args) -> int:
     bad = [c for c in cats if c not in CATEGORIES]
     if bad:
         raise UserError(f"unknown category {bad[0]!r} for --categories; choose from {', '.join(CATEGORIES)}")
+    if args.deadline_ms is not None and args.deadline_ms <= 0:
+        raise UserError("--deadline-ms must be above 0")
+    on_miss = None
+    if args.save_misses:
+        miss_dir = args.out / "misses"
+        try:
+            miss_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot write results to {args.out}: {exc.strerror or exc}") from exc
+
+        def on_miss(cat: str, i: int, frame: np.ndarray) -> None:
+            cv2.imwrite(str(miss_dir / f"{cat}-{i:03d}.png"), frame)
+
     result = run_bench(
         seed=args.seed,
         per_category=args.per_category,
         decoders=_split(args.decoders) or DEFAULT_DECODERS,
         categories=cats,
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        reader_options={"deadline_ms": args.deadline_ms} if args.deadline_ms is not None else None,
+        on_miss=on_miss,
     )
     try:
         paths = write_outputs(result, args.out)
@@ -420,4 +472,4 @@ def _main(args) -> int:
     return 0
 
 
-__all__ = ["register", "Unavailable", "Read", "score_frame", "run_bench", "to_markdown", "DECODERS"]
+__all__ = ["register", "reader_column", "Unavailable", "Read", "score_frame", "run_bench", "to_markdown", "DECODERS"]
