@@ -247,3 +247,21 @@ def test_stop_joins_the_thread_promptly(listener):
     assert thread is not None and thread.is_alive()
     hb.stop()
     assert not thread.is_alive()
+
+
+def test_status_line_rates_and_sink_states():
+    from edge_runtime.service.notify import StatusLine
+
+    now = [100.0]
+    state = {
+        "frames": 0,
+        "reads": 0,
+        "source": {"state": "open"},
+        "sinks": {"plant": {"connected": True, "queued": 0}, "plc": {"connected": False, "queued": 12}},
+    }
+    line = StatusLine(lambda: state, clock=lambda: now[0])
+    assert line() == "0 frames, 0 reads, source open, plant connected, plc down (12 queued)"
+    now[0] += 10.0
+    state.update(frames=300, reads=12)
+    state["source"] = {"state": "reopening"}
+    assert line() == "30.0 frames/s, 1.2 reads/s, source reopening, plant connected, plc down (12 queued)"

@@ -222,3 +222,37 @@ class Heartbeat:
             return
         if text:
             self.notifier.status(text)
+
+
+class StatusLine:
+    """Turns `Service.status()` into the one line `systemctl status edge-runtime` shows.
+
+        "29.8 frames/s, 1.2 reads/s, source open, plant connected, plc down (12 queued)"
+
+    Rates are over the time since the previous call (so over Heartbeat's status_every), which
+    is what an operator at the machine wants to know: is it reading *now*.
+    """
+
+    def __init__(self, status: Callable[[], dict], clock: Callable[[], float] = time.monotonic) -> None:
+        self._status = status
+        self._clock = clock
+        self._last: tuple[float, int, int] | None = None
+
+    def __call__(self) -> str:
+        s = self._status()
+        now, frames, reads = self._clock(), int(s.get("frames", 0)), int(s.get("reads", 0))
+        parts = []
+        if self._last is not None and now > self._last[0]:
+            dt = now - self._last[0]
+            parts.append(f"{(frames - self._last[1]) / dt:.1f} frames/s, {(reads - self._last[2]) / dt:.1f} reads/s")
+        else:
+            parts.append(f"{frames} frames, {reads} reads")
+        self._last = (now, frames, reads)
+        source = s.get("source") or {}
+        parts.append(f"source {source.get('state', '?')}")
+        for name, st in (s.get("sinks") or {}).items():
+            text = f"{name} {'connected' if st.get('connected') else 'down'}"
+            if st.get("queued"):
+                text += f" ({st['queued']} queued)"
+            parts.append(text)
+        return ", ".join(parts)
