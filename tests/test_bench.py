@@ -79,6 +79,7 @@ def test_a_registered_column_is_run_and_its_false_reads_reported():
     assert result["overall"]["liar"]["false_reads"] == 1 and result["overall"]["liar"]["rate"] == 0.0
     assert result["overall"]["zxing"]["rate"] == 100.0 and result["overall"]["zxing"]["false_reads"] == 0
     assert result["false_reads"][0]["decoder"] == "liar"
+    assert result["any_column"] == {"nominal": 100.0} and result["unread_by_all"] == []
     md = to_markdown(result)
     assert "liar %" in md and "liar 1 (0 mangled)" in md
 
@@ -168,6 +169,8 @@ def test_reader_options_reach_reader_columns_and_misses_are_listed():
         bench.DECODERS.pop("fake-reader")
     assert seen == {"deadline_ms": 25.0}
     assert result["misses"]["fake-reader"] == {"nominal": [0, 1]} and result["misses"]["zxing"] == {}
+    only_fake = run_bench(seed=0, per_category=1, decoders=["zxing"], categories=["small"])
+    assert only_fake["any_column"]["small"] == only_fake["overall"]["zxing"]["rate"]
     assert missed == [("nominal", 0, (720, 1280, 3)), ("nominal", 1, (720, 1280, 3))]
 
 

@@ -144,6 +144,7 @@ class FrameScore:
     mangled: int = 0  # of those: a frame payload re-encoded (binary/Shift-JIS read as Latin-1)
     misplaced: int = 0  # right bytes, centre outside that code's polygon
     stages: dict[str, int] = field(default_factory=dict)  # reads counted, by the Reader's stage
+    matched: set[int] = field(default_factory=set)  # indices of the truths read
 
 
 def _center(corners: Sequence[Sequence[float]]) -> tuple[float, float]:
@@ -216,6 +217,7 @@ def score_frame(reads: Iterable, truths: list[dict]) -> FrameScore:
             if stage:
                 s.stages[stage] = s.stages.get(stage, 0) + 1
     s.read = len(matched)
+    s.matched = matched
     return s
 
 
@@ -295,6 +297,9 @@ def run_bench(
     """
     fns, skipped = load_decoders(decoders, reader_options)
     misses: dict[str, dict[str, list[int]]] = {d: {} for d in fns}
+    # Codes read by at least one column: how far from "readable in principle" the best is.
+    union = {c: [0, 0] for c in categories}
+    unread: list[dict] = []
     cells = {c: {d: _Cell() for d in fns} for c in categories}
     overall = {d: _Cell() for d in fns}
     false_reads: list[dict] = []
@@ -310,6 +315,7 @@ def run_bench(
                 warmed = True
             # Decoders take turns on each frame, so a burst of load on this shared
             # machine hits all columns alike rather than one category of one column.
+            anyone: set[int] = set()
             for name, fn in fns.items():
                 t0 = time.perf_counter()
                 reads = fn(frame)
@@ -321,6 +327,12 @@ def run_bench(
                     misses[name].setdefault(cat, []).append(i)
                     if on_miss and name == next(iter(fns)):
                         on_miss(cat, i, frame)
+                anyone |= s.matched
+            union[cat][0] += len(anyone)
+            union[cat][1] += len(truths)
+            for k, t in enumerate(truths):
+                if k not in anyone:
+                    unread.append({"category": cat, "frame": i, "payload_b64": base64.b64encode(t["payload"]).decode()})
                 for raw in s.false:
                     false_reads.append(
                         {
@@ -344,6 +356,8 @@ def run_bench(
         "false_reads": false_reads,
         # Frame indices with a missed code or a false read: make_frame(category, seed, i) rebuilds one.
         "misses": misses,
+        "any_column": {c: round(100.0 * r / n, 1) if n else 0.0 for c, (r, n) in union.items()},
+        "unread_by_all": unread,
         "reader_options": reader_options or {},
         "elapsed_s": round(time.perf_counter() - t_start, 1),
     }
@@ -376,6 +390,10 @@ def to_markdown(result: dict) -> str:
         "Misplaced reads (right bytes, centre outside the code): "
         + ", ".join(f"{d} {result['overall'][d]['misplaced']}" for d in decs),
     ]
+    if "any_column" in result:
+        lines.append(
+            "Read by at least one column: " + ", ".join(f"{c} {r:.0f}%" for c, r in result["any_column"].items())
+        )
     for d in decs:
         st = result["overall"][d].get("stages")
         if st:
