@@ -12,6 +12,7 @@ import importlib
 BENCHES = [
     "edge_runtime.bench.decode",
     "edge_runtime.bench.soak",
+    "edge_runtime.bench.photos",
 ]
 
 
