@@ -406,3 +406,34 @@ def test_demo_without_arguments_prints_results_quickly():
     for r in lines:
         VALIDATOR.validate(r)
         assert r["text"].startswith("LOT-")
+
+
+def test_sigusr1_toggles_a_signal_trigger(tmp_path):
+    out = tmp_path / "out.jsonl"
+    path = make_config(tmp_path, source={"realtime": True})
+    path.write_text(path.read_text() + '[trigger]\nmode = "single"\nsource = "signal"\n')
+    p = spawn(["run", "--config", str(path)])
+    try:
+        wait_for(lambda: any(b'"started"' in line for line in [p.stdout.readline()]), timeout=60, what="start")
+        time.sleep(1.0)
+        assert read_jsonl(out) == []  # window closed: labels pass unread
+        p.send_signal(signal.SIGUSR1)
+        wait_for(lambda: len(read_jsonl(out)) == 1, timeout=30, what="one read after SIGUSR1")
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=20)
+    assert p.returncode == 0
+    (r,) = read_jsonl(out)
+    assert r["kind"] == "read"
+
+
+def test_sink_that_cannot_start_is_one_line_and_exit_2(tmp_path):
+    path = make_config(tmp_path, sinks=[{"kind": "jsonl", "name": "out", "path": "/dev/null/results.jsonl"}])
+    r = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "--config", str(path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    err = [line for line in r.stderr.splitlines() if line.startswith("edge-runtime: error:")]
+    assert err == ["edge-runtime: error: sinks[0] (jsonl 'out'): cannot write /dev/null/results.jsonl: Not a directory"]
+    assert "Traceback" not in r.stderr

@@ -157,7 +157,9 @@ class Service:
         for note in self.config.notes:
             log.warning(note)
         self.reader = self._make_reader(self.config)
-        self.sinks = [self._make_sink(i, s) for i, s in enumerate(self.config.sinks)]
+        # Appended one by one: if sink 3 cannot start, _shutdown still closes sinks 0..2.
+        for i, spec in enumerate(self.config.sinks):
+            self.sinks.append(self._make_sink(i, spec))
         self._open_source()
         port = self.config["metrics"]["port"]
         if port is not None:
@@ -212,8 +214,6 @@ class Service:
             sink = cls(spec["name"], self.device_id, options, **kw)
             sink.start()
         except Exception as exc:  # noqa: BLE001 - any sink failing to start is a config problem
-            for s in self.sinks:
-                _close_quietly(s, 1.0)
             raise ServiceError(f"{where}: {exc}") from None
         self.stats.sink_errors.setdefault(sink.name, 0)
         self.stats.sink_emitted.setdefault(sink.name, 0)

@@ -65,6 +65,7 @@ class Trigger:
         self.windows = 0
         if mode != "continuous" and start_open:
             self.window = Window(opened=time.time())
+            self.windows = 1
 
     @property
     def continuous(self) -> bool:

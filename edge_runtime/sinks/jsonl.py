@@ -38,9 +38,15 @@ class JsonlSink:
         self.rotations = 0
 
     def start(self) -> None:
-        d = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(d, exist_ok=True)
-        self._open()
+        """Fails at start (not at the first result) when the file cannot be written."""
+        try:
+            try:
+                self._open()
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                self._open()
+        except OSError as exc:
+            raise OSError(f"cannot write {self.path}: {exc.strerror}") from None
 
     def _open(self) -> None:
         self._f = open(self.path, "ab")
