@@ -402,7 +402,8 @@ def run_soak(
             "frame_size": [width, height],
         })
         report["ok"] = (report["ids_increasing"] and report["mqtt_foreign_topics"] == []
-                        and report["plc_garbage_bytes"] == 0
+                        and report["plc_garbage_bytes"] == 0 and report["mqtt_malformed"] == 0
+                        and report["sinks"]["serial"]["unmatched_frames"] == 0
                         and all(s["unexplained"] == 0 for s in report["sinks"].values()))
         if keep:
             (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -488,6 +489,30 @@ def _align_plc(ledger: list[dict], frames: list[bytes]) -> tuple[set[int], int, 
     return delivered, dups, unmatched
 
 
+def account(produced: set[int], delivered: set[int], queued: set[int], failed: set[int],
+            offered: set[int], dropped: int) -> dict:
+    """One sink's books. `missing` = produced - delivered - queued; each missing id must be
+    a counted loss: an emit the sink refused (`failed`), a result the service never offered
+    it (`not_offered`: lost without the sink knowing), or one of `dropped` policy evictions
+    (counted, ids unknown). What is left is `unexplained`: a silent loss."""
+    failed = failed & produced
+    not_offered = produced - offered
+    missing = produced - delivered - queued
+    unaccounted = missing - failed - not_offered
+    unexplained = max(0, len(unaccounted) - dropped)
+    return {
+        "delivered": len(delivered & produced),
+        "queued": len(queued & produced),
+        "dropped": dropped,
+        "emit_failed": len(failed),
+        "not_offered": len(not_offered),
+        "missing": len(missing),
+        "unexplained": unexplained,
+        "unexplained_ids": sorted(unaccounted)[:20] if unexplained else [],
+        "delivered_and_queued": len(delivered & queued),
+    }
+
+
 def _audit(work: Path, outbox_dir: Path, svc: Any, sub: PlantSubscriber, plc: Plc, emits: _EmitLedger,
            last_state: dict[str, dict], sinks: dict[str, Any]) -> dict:
     from edge_runtime.sinks.serial_frame import unescape
@@ -531,22 +556,9 @@ def _audit(work: Path, outbox_dir: Path, svc: Any, sub: PlantSubscriber, plc: Pl
         sink = sinks.get(name)
         outbox = getattr(sink, "_outbox", None)
         dropped = int(getattr(outbox, "dropped", last_state.get(name, {}).get("dropped", 0)) or 0)
-        failed = emits.failed.get(name, set()) & produced_set
-        skipped = produced_set - emits.offered.get(name, set())
-        missing = produced_set - delivered - queued
-        unaccounted = missing - failed - skipped
-        out_sinks[name] = {
-            "delivered": len(delivered),
-            "duplicates": dups,
-            "queued": len(queued & produced_set),
-            "dropped": dropped,
-            "emit_failed": len(failed),
-            "not_offered": len(skipped),
-            "missing": len(missing),
-            "unexplained": max(0, len(unaccounted) - dropped),
-            "unexplained_ids": sorted(unaccounted)[:20] if len(unaccounted) > dropped else [],
-            "delivered_and_queued": len(delivered & queued),
-        }
+        out_sinks[name] = account(produced_set, delivered, queued, emits.failed.get(name, set()),
+                                  emits.offered.get(name, set()), dropped)
+        out_sinks[name]["duplicates"] = dups
     out_sinks["serial"]["unmatched_frames"] = plc_unmatched
     foreign = sorted(t for t in sub.topics() if t not in (topic, f"soak/{DEVICE}/status"))
     return {
@@ -554,6 +566,7 @@ def _audit(work: Path, outbox_dir: Path, svc: Any, sub: PlantSubscriber, plc: Pl
         "ids_increasing": produced == sorted(produced_set),
         "sinks": out_sinks,
         "mqtt_foreign_topics": foreign,
+        "mqtt_malformed": sum(1 for i in mqtt_ids if i not in produced_set),
         "plc_garbage_bytes": plc.garbage,
         "plc_reopens": plc.reopens,
     }
