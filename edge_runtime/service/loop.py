@@ -31,6 +31,7 @@ from edge_runtime.config import Config, ConfigError
 from edge_runtime.service import logs
 from edge_runtime.service.ids import IdAllocator, StateDirError
 from edge_runtime.service.metrics import Stats
+from edge_runtime.service.notify import Heartbeat, Notifier, StatusLine
 from edge_runtime.service.results import noread_result, read_result
 from edge_runtime.service.trigger import Trigger
 from edge_runtime.track import Tracker
@@ -71,6 +72,10 @@ class Service:
         self._sink_errlog: dict[str, float] = {}
         self._next_status = 0.0
         self.last_result_id = 0
+        # systemd: READY/RELOADING/STOPPING and a watchdog fed only by processed frames.
+        # No-ops without NOTIFY_SOCKET (tests, a terminal).
+        self.notifier = Notifier.from_env()
+        self.heartbeat: Heartbeat | None = None
 
     # ------------------------------------------------------------------------- public API
 
@@ -91,9 +96,18 @@ class Service:
                 self.trigger.mode, self.state_dir,
                 extra={"fields": {"event": "started", "version": __version__, "device_id": self.device_id}},
             )
+            status = StatusLine(self.status)
+            self.notifier.ready(status=status())
+            self.heartbeat = Heartbeat(self.notifier, status=status,
+                                       status_every=float(self.config["status_interval_s"]))
+            self.heartbeat.start()
             self._loop()
             return 0
         finally:
+            # systemd shows "deactivating" while the sinks flush.
+            self.notifier.stopping()
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             self.state = "stopping"
             self._shutdown()
             for sig, handler in previous.items():
@@ -332,11 +346,17 @@ class Service:
             t1 = time.perf_counter()
             self.stats.observe("capture", (t1 - t0) * 1000)
             self._process(frame, t1)
+            # Only here: a source or reader that hangs must stop the watchdog pings.
+            if self.heartbeat is not None:
+                self.heartbeat.beat()
 
     def _housekeeping(self) -> None:
         if self._hup:
             self._hup = False
-            self.reload()
+            self.notifier.reloading()
+            ok = self.reload()
+            # READY=1 in both outcomes, or systemd stays in "reloading".
+            self.notifier.ready(status="reloaded" if ok else "reload refused (invalid config); running the previous one")
         with self._pending_lock:
             pending, self._pending = self._pending, []
         for cfg, done, result in pending:
