@@ -1,0 +1,444 @@
+"""Serial sink: sends every result to a PLC over RS-232/RS-485 (USB adapter or UART).
+
+Wire format (bytes rules in edge_runtime.sinks.serial_frame)::
+
+    prefix + payload[,payload...] + suffix [+ BCC]
+
+Defaults: prefix STX (0x02), suffix ETX (0x03), no BCC, 9600 8N1. Many PLC "ASCII receive"
+blocks want a line instead: set ``suffix = "\\r\\n"`` (or ``"\\r"``) and ``prefix = ""``.
+In TOML control characters are written ``"\\u0002"``, ``"\\u0003"``, ``"\\r\\n"``.
+
+``checksum = "xor"`` appends the block check character after the suffix: the XOR of every
+byte after the prefix up to and including the suffix.
+
+Options (``DEFAULTS``; every key in ``KEYS``):
+
+- port: device path, required (e.g. /dev/ttyUSB0; /dev/serial/by-id/... survives re-plugging).
+- baudrate 9600, bytesize 8 (5-8), parity "N"|"E"|"O"|"M"|"S", stopbits 1|1.5|2, rtscts false.
+- prefix "\\x02", suffix "\\x03", checksum "none"|"xor", separator "," (between codes sent in one
+  frame by emit_many), noread "NOREAD" (sent for a no-read event).
+- control "escape"|"replace"|"strip" with replacement "?": what happens to payload bytes that
+  would break framing (see serial_frame). encoding "utf-8" for text; codes whose raw bytes are
+  not UTF-8 are sent as their raw bytes.
+- ack false: when true, the PLC must answer each frame with ACK (0x06) within ack_timeout_ms
+  (500); NAK (0x15) or silence -> resend, up to `retries` (3) more times; after that the frame
+  stays queued (head of line, order is kept) and is tried again after reopen_interval_s. A
+  frame is never dropped for lack of an ACK. Delivery is at-least-once: an ACK lost on the line
+  makes the PLC see the frame again.
+- trigger_on "LON", trigger_off "LOFF": commands the PLC sends on the same port (terminated by
+  CR, LF or CRLF, or wrapped in STX/ETX); they call trigger_handler("on"|"off") in order.
+- outbox: path of the durable outbox (sqlite). A frame is stored there inside emit(), before
+  anything else, and leaves it only once written and flushed (ack=false) or ACKed (ack=true).
+  Without a path the queue lives in memory (a warning says so). outbox_max_mb 16;
+  outbox_policy "drop_oldest"|"drop_newest" when it is full (counted in `dropped`).
+- reopen_interval_s 1.0: a missing or vanished port (USB adapter unplugged) is retried this often.
+
+Counters in state() count frames (one frame may carry several codes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import termios
+import threading
+import time
+from typing import Callable
+
+import serial
+
+from edge_runtime.outbox import POLICIES, Outbox
+from edge_runtime.sinks.serial_frame import (
+    CHECKSUMS,
+    CommandParser,
+    build_frame,
+    check_framing,
+    result_payload,
+    to_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict = {
+    "port": None,
+    "baudrate": 9600,
+    "bytesize": 8,
+    "parity": "N",
+    "stopbits": 1,
+    "rtscts": False,
+    "prefix": "\x02",
+    "suffix": "\x03",
+    "checksum": "none",
+    "noread": "NOREAD",
+    "separator": ",",
+    "control": "escape",
+    "replacement": "?",
+    "encoding": "utf-8",
+    "ack": False,
+    "ack_timeout_ms": 500,
+    "retries": 3,
+    "trigger_on": "LON",
+    "trigger_off": "LOFF",
+    "outbox": None,
+    "outbox_max_mb": 16,
+    "outbox_policy": "drop_oldest",
+    "reopen_interval_s": 1.0,
+}
+KEYS = frozenset(DEFAULTS)
+
+_PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD,
+             "M": serial.PARITY_MARK, "S": serial.PARITY_SPACE}
+_STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: serial.STOPBITS_TWO}
+_BATCH = 64  # frames read from the outbox at a time
+# What a vanished device raises: pyserial wraps most errno failures, but flush() lets
+# termios.error (not an OSError) through when tcdrain hits EIO on an unplugged adapter.
+PORT_ERRORS = (serial.SerialException, OSError, termios.error)
+
+
+REQUIRED = ("port",)
+
+
+def validate_options(name: str, device_id: str, options: dict) -> dict:
+    """Merge `options` over DEFAULTS and check every value, framing included, without opening
+    anything (the config layer calls this at check-config time). Raises ValueError with one
+    line naming the sink and the key."""
+    where = f"serial sink {name!r}"
+    unknown = set(options) - KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(sorted(KEYS))}")
+    o = {**DEFAULTS, **options}
+
+    def bad(key: str, want: str) -> ValueError:
+        return ValueError(f"{where} option {key!r} must be {want}, got {o[key]!r}")
+
+    if not o["port"] or not isinstance(o["port"], str):
+        raise bad("port", "a device path such as /dev/ttyUSB0")
+    if isinstance(o["baudrate"], bool) or not isinstance(o["baudrate"], int) or o["baudrate"] <= 0:
+        raise bad("baudrate", "a positive integer")
+    if o["bytesize"] not in (5, 6, 7, 8):
+        raise bad("bytesize", "5, 6, 7 or 8")
+    if o["parity"] not in _PARITIES:
+        raise bad("parity", "one of N, E, O, M, S")
+    if isinstance(o["stopbits"], bool) or o["stopbits"] not in _STOPBITS:
+        raise bad("stopbits", "1, 1.5 or 2")
+    for k in ("rtscts", "ack"):
+        if not isinstance(o[k], bool):
+            raise bad(k, "true or false")
+    if o["checksum"] not in CHECKSUMS:
+        raise bad("checksum", "one of " + ", ".join(CHECKSUMS))
+    try:
+        "".encode(o["encoding"])
+    except (LookupError, TypeError):
+        raise bad("encoding", "a Python codec name such as utf-8") from None
+    for k in ("ack_timeout_ms", "outbox_max_mb", "reopen_interval_s"):
+        if isinstance(o[k], bool) or not isinstance(o[k], (int, float)) or o[k] <= 0:
+            raise bad(k, "a positive number")
+    if isinstance(o["retries"], bool) or not isinstance(o["retries"], int) or o["retries"] < 0:
+        raise bad("retries", "an integer >= 0")
+    for k in ("trigger_on", "trigger_off", "noread", "prefix", "suffix", "separator", "replacement"):
+        if not isinstance(o[k], (str, bytes)):
+            raise bad(k, "a string")
+    if o["outbox"] is not None and not isinstance(o["outbox"], str):
+        raise bad("outbox", "a file path")
+    if o["outbox_policy"] not in POLICIES:
+        raise bad("outbox_policy", "one of " + ", ".join(POLICIES))
+    try:
+        framing = [to_bytes(o[k], k) for k in ("prefix", "suffix", "separator", "replacement", "noread")]
+        check_framing(*framing[:3], o["control"], framing[3])
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return o
+
+
+class SerialSink:
+    """Durable, ordered delivery of results to a PLC over one serial port.
+
+    One I/O thread owns the port: it writes queued frames in id order, reads ACK/NAK and
+    trigger commands, and reopens the port when it vanishes. emit() only stores the frame in
+    the outbox and wakes that thread, so the capture loop never waits for the line.
+    """
+
+    kind = "serial"
+
+    def __init__(self, name: str, device_id: str, options: dict, *,
+                 trigger_handler: Callable[[str], None] | None = None,
+                 status_provider: Callable[[], dict] | None = None) -> None:
+        self.name = name
+        self.device_id = device_id
+        self._trigger_handler = trigger_handler
+        # Accepted for the common sink signature; the serial protocol has no status query yet.
+        self._status_provider = status_provider
+        self.opts = o = validate_options(name, device_id, options)
+        self._prefix, self._suffix, self._separator, self._replacement, self._noread = (
+            to_bytes(o[k], k) for k in ("prefix", "suffix", "separator", "replacement", "noread"))
+        self._port_path: str = o["port"]
+        self._ack_timeout = o["ack_timeout_ms"] / 1000.0
+        if o["outbox"]:
+            self._outbox = Outbox(o["outbox"], max_mb=o["outbox_max_mb"], policy=o["outbox_policy"])
+        else:
+            log.warning("serial sink %s: no outbox path configured; queued frames are lost on restart", name)
+            self._outbox = Outbox(":memory:", max_mb=o["outbox_max_mb"], policy=o["outbox_policy"])
+        self._parser = CommandParser()
+        self._port: serial.Serial | None = None
+        self._port_lock = threading.Lock()  # guards self._port against close() racing the thread
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread: threading.Thread | None = None
+        self._down_logged = False  # "port not available" is logged once per outage
+        self._stuck_logged: int | None = None  # frame id whose ACK failure was logged
+        self._acks: list[str] = []  # ACK/NAK events not yet consumed by the writer
+        self.delivered = 0
+        self.naks = 0
+        self.timeouts = 0
+        self.last_error: str | None = None
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the I/O thread. Never raises for a missing port: it is retried in the thread."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"serial-{self.name}", daemon=True)
+        self._thread.start()
+
+    def encode(self, results: list[dict]) -> bytes:
+        """The exact frame bytes for `results` (also what the outbox stores, so a resend is identical)."""
+        enc = self.opts["encoding"]
+        payloads = [result_payload(r, self._noread, enc) for r in results]
+        return build_frame(payloads, prefix=self._prefix, suffix=self._suffix, separator=self._separator,
+                           control=self.opts["control"], replacement=self._replacement,
+                           checksum=self.opts["checksum"])
+
+    def emit(self, result: dict) -> None:
+        self.emit_many([result])
+
+    def emit_many(self, results: list[dict]) -> None:
+        """Queue one frame carrying all `results` (joined by the separator).
+
+        The frame is in the durable outbox, keyed by the first result's id, when this returns.
+        """
+        if not results:
+            return
+        self._outbox.put(int(results[0]["id"]), self.encode(results))
+        self._wake()
+
+    def state(self) -> dict:
+        return {
+            "connected": self._port is not None,
+            "queued": self._outbox.depth(),
+            "delivered": self.delivered,
+            "dropped": self._outbox.dropped,
+            "naks": self.naks,
+            "timeouts": self.timeouts,
+            "last_error": self.last_error,
+        }
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Give queued frames up to `timeout` s to go out, then stop; the rest stay in the outbox."""
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:
+            while self._port is not None and self._outbox.depth() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self._stop.set()
+            self._wake()
+            with self._port_lock:
+                if self._port is not None:
+                    try:
+                        self._port.cancel_write()  # unblock a write stuck on flow control
+                    except PORT_ERRORS:
+                        pass
+            self._thread.join(max(0.5, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                log.warning("serial sink %s: I/O thread did not stop within %.1f s", self.name, timeout)
+                return  # it still uses the port and the outbox; leave them to it (daemon thread)
+            self._thread = None
+        self._close_port()
+        self._outbox.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # -- I/O thread ----------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # pipe full (thread is already due to wake) or closed (sink closing)
+
+    def _run(self) -> None:
+        interval = self.opts["reopen_interval_s"]
+        while not self._stop.is_set():
+            if self._port is None and not self._open():
+                self._stop.wait(interval)
+                continue
+            try:
+                self._pump()
+            except PORT_ERRORS as e:
+                self._lost(e)
+            except Exception as e:  # the thread must outlive any surprise: log it, reset, go on
+                log.exception("serial sink %s: unexpected error; resetting the port", self.name)
+                self._lost(e)
+
+    def _open(self) -> bool:
+        o = self.opts
+        try:
+            port = serial.Serial(
+                self._port_path, baudrate=o["baudrate"], bytesize=o["bytesize"],
+                parity=_PARITIES[o["parity"]], stopbits=_STOPBITS[o["stopbits"]], rtscts=o["rtscts"],
+                timeout=0, write_timeout=self._write_timeout(), exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as e:
+            self.last_error = f"open {self._port_path}: {e}"
+            if not self._down_logged:
+                log.warning("serial port %s not available: %s; retrying every %.1f s",
+                            self._port_path, e, o["reopen_interval_s"])
+                self._down_logged = True
+            return False
+        with self._port_lock:
+            self._port = port
+        self._parser = CommandParser()
+        self._acks.clear()
+        if self._down_logged:
+            log.info("serial port %s open again", self._port_path)
+        else:
+            log.info("serial port %s open (%d %d%s%s)", self._port_path, o["baudrate"], o["bytesize"],
+                     o["parity"], o["stopbits"])
+        self._down_logged = False
+        return True
+
+    def _write_timeout(self) -> float:
+        # Long enough for a large escaped frame at a slow baud rate (~11 bits per byte on the
+        # line), short enough that flow control stuck off is noticed and the port reset.
+        return 2.0 + 16384 * 11 / self.opts["baudrate"]
+
+    def _lost(self, err: Exception) -> None:
+        self.last_error = f"{self._port_path}: {err}"
+        if not self._down_logged:
+            log.warning("serial port %s lost: %s; reopening every %.1f s",
+                        self._port_path, err, self.opts["reopen_interval_s"])
+            self._down_logged = True
+        self._close_port()
+        self._stop.wait(self.opts["reopen_interval_s"])
+
+    def _close_port(self) -> None:
+        with self._port_lock:
+            port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except PORT_ERRORS:
+                pass
+
+    def _poll(self, timeout: float) -> None:
+        """Wait up to `timeout` for input or a wake-up, then handle what the PLC sent."""
+        port = self._port
+        assert port is not None
+        ready, _, _ = select.select([port.fileno(), self._wake_r], [], [], max(0.0, timeout))
+        if self._wake_r in ready:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+        if port.fileno() in ready:
+            # select said readable: a vanished device reads as b"" -> SerialException from pyserial
+            data = port.read(max(1, port.in_waiting))
+            self._handle_input(data)
+
+    def _handle_input(self, data: bytes) -> None:
+        for ev in self._parser.feed(data):
+            if ev[0] in ("ack", "nak"):
+                if self.opts["ack"]:
+                    self._acks.append(ev[0])
+            elif ev[1] == self.opts["trigger_on"]:
+                self._trigger("on")
+            elif ev[1] == self.opts["trigger_off"]:
+                self._trigger("off")
+            else:
+                log.debug("serial sink %s: ignoring unknown command %r", self.name, ev[1])
+
+    def _trigger(self, what: str) -> None:
+        if self._trigger_handler is None:
+            log.debug("serial sink %s: trigger %s received but no trigger handler", self.name, what)
+            return
+        try:
+            self._trigger_handler(what)
+        except Exception:  # a bad handler must not stop deliveries
+            log.exception("serial sink %s: trigger handler failed on %r", self.name, what)
+
+    def _pump(self) -> None:
+        """Send what is queued, then wait for input or new frames."""
+        frames = self._outbox.peek(limit=_BATCH)
+        if not frames:
+            self._poll(1.0)
+            return
+        for rid, frame in frames:
+            if self._stop.is_set():
+                return
+            if self.opts["ack"]:
+                if not self._send_acked(rid, frame):
+                    # Keep order: nothing behind this frame goes out before it is ACKed.
+                    self._idle(self.opts["reopen_interval_s"])
+                    return
+            else:
+                self._write(frame)
+                self._outbox.ack(rid)
+                self.delivered += 1
+            self._poll(0)  # keep commands flowing during a long backlog
+
+    def _write(self, frame: bytes) -> None:
+        port = self._port
+        assert port is not None
+        port.write(frame)
+        port.flush()
+
+    def _send_acked(self, rid: int, frame: bytes) -> bool:
+        """Send `frame` until ACKed, at most 1 + retries times. True if the PLC ACKed it."""
+        tries = 1 + self.opts["retries"]
+        # An ACK/NAK left over from an earlier frame must not acknowledge this one.
+        self._poll(0)
+        self._acks.clear()
+        for _ in range(tries):
+            self._write(frame)
+            answer = self._wait_answer(time.monotonic() + self._ack_timeout)
+            if answer == "ack":
+                self._outbox.ack(rid)
+                self.delivered += 1
+                if self._stuck_logged == rid:
+                    log.info("serial sink %s: PLC acknowledged frame %d, queue moving again", self.name, rid)
+                self._stuck_logged = None
+                return True
+            if answer == "nak":
+                self.naks += 1
+                self.last_error = f"{self._port_path}: NAK for frame {rid}"
+            else:
+                self.timeouts += 1
+                self.last_error = f"{self._port_path}: no ACK for frame {rid} within {self.opts['ack_timeout_ms']} ms"
+            if self._stop.is_set():
+                return False
+        if self._stuck_logged != rid:
+            log.warning("serial sink %s: PLC did not acknowledge frame %d after %d tries; "
+                        "keeping it queued, retrying every %.1f s",
+                        self.name, rid, tries, self.opts["reopen_interval_s"])
+            self._stuck_logged = rid
+        return False
+
+    def _idle(self, seconds: float) -> None:
+        """Wait without sending, still serving trigger commands."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._poll(left)
+
+    def _wait_answer(self, deadline: float) -> str | None:
+        while True:
+            if self._acks:
+                return self._acks.pop(0)
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                return None
+            self._poll(left)
