@@ -169,8 +169,8 @@ def test_reader_options_reach_reader_columns_and_misses_are_listed():
         bench.DECODERS.pop("fake-reader")
     assert seen == {"deadline_ms": 25.0}
     assert result["misses"]["fake-reader"] == {"nominal": [0, 1]} and result["misses"]["zxing"] == {}
-    only_fake = run_bench(seed=0, per_category=1, decoders=["zxing"], categories=["small"])
-    assert only_fake["any_column"]["small"] == only_fake["overall"]["zxing"]["rate"]
+    single = run_bench(seed=0, per_category=1, decoders=["zxing"], categories=["small"])
+    assert single["any_column"]["small"] == single["overall"]["zxing"]["rate"]
     assert missed == [("nominal", 0, (720, 1280, 3)), ("nominal", 1, (720, 1280, 3))]
 
 

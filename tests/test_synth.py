@@ -294,3 +294,19 @@ def test_stopped_conveyor_shows_one_still_label():
     (a, ta), (b, tb) = conv.frame_at(0), conv.frame_at(500)
     assert np.array_equal(a, b)
     assert [t["label_id"] for t in ta] == [0] and ta == tb
+
+
+def test_damaged_codes_are_damaged_yet_readable_in_principle():
+    from edge_runtime.synth.frames import _damage_canvas
+    from edge_runtime.synth.qr import module_canvas
+
+    payload = b"LOT-DAMAGED-01"
+    matrix = qr_matrix(payload, error="q")
+    canvas, covered = _damage_canvas(matrix, payload, np.random.default_rng(4), 0.12)
+    assert 0.03 < covered <= 0.15
+    clean = module_canvas(matrix, 12)
+    assert np.abs(canvas - clean).mean() > 0.01  # marks changed modules
+    upright = np.clip((1 - canvas) * 255, 0, 255).astype(np.uint8)
+    assert [raw for raw, _ in _zxing(upright)] == [payload]
+    for i in range(3):
+        assert make_scene("damaged", 0, i).meta["damaged"] > 0.03

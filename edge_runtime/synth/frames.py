@@ -21,7 +21,7 @@ import numpy as np
 from edge_runtime.synth import degrade
 from edge_runtime.synth.background import make_background
 from edge_runtime.synth.payloads import make_payload
-from edge_runtime.synth.qr import QUIET, Placed, draw_code, finder_boxes, qr_matrix, tilted_quad
+from edge_runtime.synth.qr import QUIET, Placed, draw_code, finder_boxes, module_canvas, qr_matrix, tilted_quad
 
 WIDTH, HEIGHT = 1280, 720
 CATEGORIES = ["nominal", "rotated", "perspective", "small", "lowcontrast", "blur", "glare", "multi", "damaged"]
@@ -51,12 +51,17 @@ class _Scene:
         ink: float | tuple = 25.0,
         paper: float | tuple = 235.0,
         payload: bytes | None = None,
+        matrix: np.ndarray | None = None,
+        canvas: np.ndarray | None = None,
     ) -> Placed | None:
-        """Place one code where it fits (inside the frame, apart from the others)."""
+        """Place one code where it fits (inside the frame, apart from the others).
+
+        Pass `payload` and `matrix` (and a damaged `canvas`) to place a prepared code.
+        """
         rng = self.rng
         payload = payload if payload is not None else self._unique_payload()
         error = error or str(rng.choice(["l", "m", "q", "h"], p=[0.2, 0.4, 0.25, 0.15]))
-        matrix = qr_matrix(payload, error=error)
+        matrix = matrix if matrix is not None else qr_matrix(payload, error=error)
         n = matrix.shape[0]
         side = n * module_px
         angle = float(rng.uniform(-10, 10)) if angle is None else angle
@@ -74,7 +79,7 @@ class _Scene:
                 continue
             if quad[:, 0].min() < 2 or quad[:, 1].min() < 2 or quad[:, 0].max() > self.w - 3 or quad[:, 1].max() > self.h - 3:
                 continue
-            placed = draw_code(self.frame, matrix, quad, ink=ink, paper=paper)
+            placed = draw_code(self.frame, matrix, quad, ink=ink, paper=paper, canvas=canvas)
             self._boxes.append(box)
             self.placed.append(placed)
             self.truths.append({"payload": payload, "corners": [[round(float(x), 2), round(float(y), 2)] for x, y in quad]})
@@ -215,21 +220,44 @@ def _damaged(s: _Scene) -> None:
     r = s.rng
     module = float(r.uniform(3.0, 6.5))
     error = str(r.choice(["m", "q", "h"], p=[0.3, 0.4, 0.3]))
-    placed = s.add_code(module, error=error)
-    if placed is not None:
-        # Marks hit whole codewords; keep the covered area well inside what the level repairs.
-        cover = {"m": (0.03, 0.07), "q": (0.05, 0.11), "h": (0.07, 0.14)}[error]
-        n = placed.n
-        allowed = np.zeros(s.frame.shape[:2], np.uint8)
-        data = placed.to_frame(np.array([[0, 0], [n, 0], [n, n], [0, n]], dtype=np.float64))
-        cv2.fillConvexPoly(allowed, np.round(data).astype(np.int32), 1)
-        for b in finder_boxes(n):
-            x0, y0, x1, y1 = b
-            q = placed.to_frame(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64))
-            cv2.fillConvexPoly(allowed, np.round(q).astype(np.int32), 0)
-        s.frame, _ = degrade.damage(s.frame, r, allowed, coverage=float(r.uniform(*cover)), scale=module)
-    s.frame = degrade.defocus(s.frame, float(r.uniform(0.2, 0.8)))
-    s.camera()
+    # Up to 15% of the data area; _damage_canvas keeps only damage the level repairs.
+    cover = {"m": (0.05, 0.10), "q": (0.08, 0.14), "h": (0.10, 0.15)}[error]
+    payload = s._unique_payload()
+    matrix = qr_matrix(payload, error=error)
+    canvas, covered = _damage_canvas(matrix, payload, r, float(r.uniform(*cover)))
+    s.meta.update(error=error, damaged=round(covered, 3))
+    s.add_code(module, error=error, payload=payload, matrix=matrix, canvas=canvas, tilt=20.0)
+    # The damage used up most of the error correction: ordinary optics and noise now
+    # decide, as on a line where a scuffed label is also a little out of focus.
+    s.frame = degrade.defocus(s.frame, module * float(r.uniform(0.1, 0.3)))
+    s.camera(noise=(2.0, 5.0))
+
+
+def _damage_canvas(
+    matrix: np.ndarray, payload: bytes, rng: np.random.Generator, coverage: float, px: int = 12
+) -> tuple[np.ndarray, float]:
+    """Scratches and blots on the upright code, off the finders, that leave it readable.
+
+    "Readable in principle" is checked, not hoped for: the damaged code, undistorted
+    and noise-free, must decode with zxing-cpp; otherwise the marks are drawn again
+    (lighter each time). Returns (module-space canvas for draw_code, covered fraction).
+    """
+    import zxingcpp
+
+    n = matrix.shape[0]
+    clean = module_canvas(matrix, px)
+    gray = np.clip((1.0 - clean) * 255.0, 0, 255).astype(np.uint8)
+    allowed = np.zeros(gray.shape, np.uint8)
+    q = QUIET * px
+    allowed[q : q + n * px, q : q + n * px] = 1
+    for x0, y0, x1, y1 in finder_boxes(n):
+        allowed[q + y0 * px : q + y1 * px, q + x0 * px : q + x1 * px] = 0
+    for attempt in range(8):
+        damaged, covered = degrade.damage(gray, rng, allowed, coverage=coverage * (0.85**attempt), scale=px)
+        found = zxingcpp.read_barcodes(damaged, formats=[zxingcpp.BarcodeFormat.QRCode])
+        if any(bytes(b.bytes) == payload for b in found):
+            return 1.0 - damaged.astype(np.float32) / 255.0, covered
+    return clean, 0.0
 
 
 _BUILDERS: dict[str, Callable[[_Scene], None]] = {

@@ -87,6 +87,16 @@ def module_homography(n: int, corners: np.ndarray) -> np.ndarray:
     return cv2.getPerspectiveTransform(src, np.asarray(corners, dtype=np.float32))
 
 
+def module_canvas(matrix: np.ndarray, px: int, quiet: int = QUIET) -> np.ndarray:
+    """The code upright at `px` pixels a module, quiet zone included: float32, 1.0 = ink.
+
+    Damage is drawn on this canvas (module space) before the warp, so a mark lands on
+    the same modules whatever the perspective, and the undistorted damaged code can be
+    checked for readability on its own.
+    """
+    return np.kron(np.pad(matrix, quiet).astype(np.float32), np.ones((px, px), np.float32))
+
+
 def draw_code(
     frame: np.ndarray,
     matrix: np.ndarray,
@@ -95,11 +105,13 @@ def draw_code(
     ink: float | tuple = 20.0,
     paper: float | tuple = 235.0,
     quiet: int = QUIET,
+    canvas: np.ndarray | None = None,
 ) -> Placed:
     """Paint `matrix` onto `frame` (in place) so the symbol's corners land on `corners`.
 
     The quiet zone is painted as paper; the rest of the frame is untouched. `ink` and
     `paper` are gray levels or BGR tuples (low-contrast codes use values close together).
+    `canvas` (from `module_canvas`, possibly altered) replaces the clean rendering.
     """
     n = matrix.shape[0]
     corners = np.asarray(corners, dtype=np.float64)
@@ -118,10 +130,14 @@ def draw_code(
     side = min(np.linalg.norm(corners[(i + 1) % 4] - corners[i]) for i in range(4))
     module_px = side / n
     k = int(min(6, max(2, math.ceil(8.0 / max(module_px, 0.5)))))
-    src_px = max(2, int(math.ceil(module_px * k * 1.5)))
     total = n + 2 * quiet
+    if canvas is not None:
+        src_px = canvas.shape[0] // total
+        src = np.asarray(canvas, np.float32)
+    else:
+        src_px = max(2, int(math.ceil(module_px * k * 1.5)))
+        src = module_canvas(matrix, src_px, quiet)
     # Source image: 1.0 = ink, with quiet zone; alpha covers symbol + quiet zone.
-    src = np.kron(np.pad(matrix, quiet).astype(np.float32), np.ones((src_px, src_px), np.float32))
     alpha_src = np.ones((total * src_px, total * src_px), np.float32)
     # src pixel (u, v) -> module coord (u/src_px - quiet) -> frame -> supersampled local box.
     to_module = np.array([[1.0 / src_px, 0, -quiet], [0, 1.0 / src_px, -quiet], [0, 0, 1]])
