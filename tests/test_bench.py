@@ -54,6 +54,12 @@ def test_binary_payload_reencoded_is_a_mangled_false_read():
     assert s.read == 0 and len(s.false) == 1 and s.mangled == 1
 
 
+def test_binary_payload_cut_at_nul_is_mangled_not_phantom():
+    truths = [{"payload": b"\x17P\x00\x97q", "corners": SQUARE}]
+    s = score_frame([_r(b"\x17P", SQUARE), _r(b"\x17Q", SQUARE)], truths)
+    assert len(s.false) == 2 and s.mangled == 1
+
+
 def test_shift_jis_delivered_as_the_same_text_counts():
     payload = "品番:A-1".encode("shift_jis")
     truths = [{"payload": payload, "corners": SQUARE}]

@@ -185,10 +185,12 @@ def _mangled(raw: bytes, payload: bytes) -> bool:
         return False
     for enc in ("latin-1", "cp1252", "shift_jis", "utf-8"):
         try:
-            if payload.decode(enc) == text:
-                return True
+            decoded = payload.decode(enc)
         except UnicodeDecodeError:
             continue
+        # OpenCV hands back a C string: a binary payload ends at its first NUL.
+        if text in (decoded, decoded.split("\x00")[0]):
+            return True
     return False
 
 
