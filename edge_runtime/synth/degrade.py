@@ -25,7 +25,10 @@ def _from_linear(lin: np.ndarray) -> np.ndarray:
 
 
 def motion_kernel(length: float, angle_deg: float = 0.0) -> np.ndarray:
-    """Normalized line kernel of `length` px along `angle_deg` (0 = +x), fractional ends.
+    """Normalized line kernel of `length` px along `angle_deg`, fractional ends.
+
+    Angles are in image coordinates: 0 is along x (the conveyor), 90 along y, 45
+    from top-left to bottom-right.
 
     A fractional length matters: the bench sweeps 4..14 px and a kernel rounded to whole
     pixels would make 4.4 and 4.6 px identical.
