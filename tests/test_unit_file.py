@@ -1,19 +1,23 @@
 """systemd/edge-runtime.service: clean for `systemd-analyze verify`, exposure <= 2.0, and the
-hardening it claims does not break the runtime (MemoryDenyWriteExecute= under real seccomp)."""
+hardening it claims does not break the runtime (its MemoryDenyWriteExecute= and SystemCallFilter=
+applied with real seccomp filters, see seccomp_sandbox.py)."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from mosquitto import broker_fixture
+
+broker = broker_fixture()
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "edge-runtime.service"
-MDWE = Path(__file__).resolve().parent / "seccomp_mdwe.py"
+SANDBOX = [sys.executable, str(Path(__file__).resolve().parent / "seccomp_sandbox.py")]
 MAX_EXPOSURE = 2.0
 ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 
@@ -120,53 +124,61 @@ def test_config_example_and_env_file_are_valid(tmp_path):
         assert not line.strip() or line.startswith("#") or re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", line), line
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_sandbox_really_filters():
+    """The emulation is real (so the next test can fail): a W+X mapping is refused, and with the
+    unit's SystemCallFilter= so is setuid() (in ~@privileged), which succeeds without it."""
+    probe = (
+        "import mmap, os\n"
+        "for name, call in (('wx', lambda: mmap.mmap(-1, 4096, prot=7)), ('setuid', lambda: os.setuid(os.getuid()))):\n"
+        "    try:\n        call()\n        print(name, 'ok')\n"
+        "    except OSError as e:\n        print(name, 'refused', e.errno)\n"
+    )
+    run = lambda *prefix: subprocess.run([*prefix, sys.executable, "-c", probe],  # noqa: E731
+                                         capture_output=True, text=True, timeout=60).stdout.split("\n")[:2]
+    assert run() == ["wx ok", "setuid ok"]
+    assert run(*SANDBOX) == ["wx refused 1", "setuid ok"]
+    assert run(*SANDBOX, "--syscall-filter") == ["wx refused 1", "setuid refused 1"]
 
 
-def test_filter_refuses_writable_executable_memory():
-    """The emulation is real: under it, a W+X mapping fails (so the next test can fail)."""
-    probe = "import mmap\ntry:\n    mmap.mmap(-1, 4096, prot=7)\nexcept OSError as e:\n    print('refused', e.errno)\n"
-    p = subprocess.run([sys.executable, str(MDWE), sys.executable, "-c", probe],
-                       capture_output=True, text=True, timeout=60)
-    assert p.stdout.strip() == "refused 1", p.stderr
-    unfiltered = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert unfiltered.stdout.strip() == ""
-
-
-def test_service_runs_under_memory_deny_write_execute(tmp_path):
-    """The whole pipeline (synthetic camera, reader with its detector, tracker, jsonl sink and
-    an MQTT sink's sqlite outbox) under MemoryDenyWriteExecute='s seccomp rules, plus an ncnn
-    network: nothing of it needs W+X memory."""
+def test_service_runs_under_the_units_seccomp_rules(tmp_path, broker):
+    """The whole pipeline (synthetic camera, reader, tracker, jsonl sink, MQTT sink with its
+    sqlite outbox, publishing to a real mosquitto) under the unit's MemoryDenyWriteExecute= and
+    SystemCallFilter=, plus an ncnn network: nothing of it needs W+X memory or a refused call."""
     state = tmp_path / "state"
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(f"""
-device_id = "mdwe"
+device_id = "sandboxed"
 state_dir = "{state}"
-shutdown_timeout_s = 0.5
+shutdown_timeout_s = 10.0
 [source]
 kind = "synthetic"
 realtime = false
 frames = 90
 width = 640
 height = 480
+degradations = false
 [[sinks]]
 kind = "jsonl"
 path = "{state}/results.jsonl"
 [[sinks]]
 kind = "mqtt"
 name = "plant"
-host = "127.0.0.1"
-port = {_free_port()}
+host = "{broker.host}"
+port = {broker.port}
 """)
-    p = subprocess.run([sys.executable, str(MDWE), sys.executable, "-m", "edge_runtime", "run", "--config", str(cfg)],
+    p = subprocess.run([*SANDBOX, "--syscall-filter", sys.executable, "-m", "edge_runtime", "run", "--config", str(cfg)],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     results = [json.loads(line) for line in (state / "results.jsonl").read_text().splitlines()]
     assert results and all(r["kind"] == "read" and r["text"] for r in results)
-    assert (state / "outbox-plant.sqlite").is_file()  # broker down: every result waits in the outbox
+    # Every result reached the broker (PUBACKed) before the exit: the outbox is empty.
+    from edge_runtime.outbox import Outbox
+
+    box = Outbox(str(state / "outbox-plant.sqlite"))
+    try:
+        assert box.depth() == 0
+    finally:
+        box.close()
 
     ncnn_probe = """
 import numpy as np, ncnn
@@ -186,10 +198,10 @@ rc, out = ex.extract("out")
 out = np.array(out)
 print(rc, out.shape, round(float(out.sum()), 3))
 """
-    # The same network gives the same output with and without the filter.
+    # The same network gives the same output with and without the filters.
     runs = [subprocess.run([*prefix, sys.executable, "-c", ncnn_probe],
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
-            for prefix in ([sys.executable, str(MDWE)], [])]
+            for prefix in ([*SANDBOX, "--syscall-filter"], [])]
     for r in runs:
         assert r.returncode == 0, r.stderr[-3000:]
     assert runs[0].stdout == runs[1].stdout
