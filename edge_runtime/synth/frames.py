@@ -13,7 +13,7 @@ the first five frames of `--per-category 20`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -291,16 +291,21 @@ def make_scene(category: str, seed: int = 0, index: int = 0) -> _Scene:
     return scene
 
 
-def make_bench_set(
+def iter_bench_set(
     seed: int = 0, per_category: int = 20, categories: list[str] | None = None
-) -> list[tuple[str, np.ndarray, list[Truth]]]:
-    """[(category, frame, truths)] for every category, `per_category` frames each."""
-    out = []
+) -> Iterator[tuple[str, np.ndarray, list[Truth]]]:
+    """(category, frame, truths) one at a time: 180 frames of 1280x720 are ~500 MB at once."""
     for cat in categories or CATEGORIES:
         for i in range(per_category):
             frame, truths = make_frame(cat, seed, i)
-            out.append((cat, frame, truths))
-    return out
+            yield cat, frame, truths
+
+
+def make_bench_set(
+    seed: int = 0, per_category: int = 20, categories: list[str] | None = None
+) -> list[tuple[str, np.ndarray, list[Truth]]]:
+    """[(category, frame, truths)] for every category, `per_category` frames each (see iter_bench_set)."""
+    return list(iter_bench_set(seed, per_category, categories))
 
 
 def blur_modules(length: float, module_px: float) -> float:
