@@ -76,9 +76,10 @@ class Reader:
         """Codes in `frame` (BGR or gray uint8). With `noreads`, also one Code of
         kind "noread" per detected code that nothing could read (needs a detector)."""
         t0 = time.perf_counter()
-        gray = ops.to_gray(np.asarray(frame))
-        if gray.dtype != np.uint8:
-            raise ValueError(f"frame must be uint8, got {gray.dtype}")
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8:  # checked before cvtColor, which fails with a C++ assertion instead
+            raise ValueError(f"frame must be uint8, got {frame.dtype}")
+        gray = ops.to_gray(frame)
         if gray.size == 0:
             return []
         found: list[Code] = []
@@ -208,7 +209,8 @@ def _shrink(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     s = max_side / side
     import cv2
 
-    return cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA), s
+    # Explicit size, at least 1 px: a 1x5000 line-scan frame would round to 0 rows and assert.
+    return cv2.resize(gray, (max(1, round(gray.shape[1] * s)), max(1, round(gray.shape[0] * s))), interpolation=cv2.INTER_AREA), s
 
 
 def _merge(found: list[Code], new: list[Code], stage: str | None) -> None:

@@ -8,6 +8,8 @@ import numpy as np
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
     """BGR, BGRA or grayscale uint8 -> contiguous 2-D uint8 (decoders all want luminance)."""
+    if frame.size == 0 and frame.ndim == 3 and frame.shape[2] in (1, 3, 4):  # cvtColor asserts on empty input
+        return np.zeros(frame.shape[:2], np.uint8)
     if frame.ndim == 2:
         return np.ascontiguousarray(frame)
     if frame.ndim == 3 and frame.shape[2] == 1:
