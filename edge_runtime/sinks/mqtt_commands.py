@@ -30,8 +30,8 @@ def parse_command(payload: bytes) -> dict:
         return {"cmd": text}
     try:
         value = json.loads(text)
-    except ValueError as e:
-        raise BadCommand(f"payload is neither JSON nor a bare command word ({e})") from None
+    except (ValueError, RecursionError) as e:  # "[[[[..." x 2000 overflows the decoder's stack
+        raise BadCommand(f"payload is neither JSON nor a bare command word ({str(e)[:80]})") from None
     if isinstance(value, str) and _WORD.fullmatch(value.strip()):
         return {"cmd": value.strip()}
     if isinstance(value, dict) and isinstance(value.get("cmd"), str) and value["cmd"].strip():
