@@ -9,7 +9,7 @@ import zxingcpp
 
 from edge_runtime.synth import degrade
 from edge_runtime.synth.conveyor import SyntheticConveyor
-from edge_runtime.synth.frames import CATEGORIES, make_bench_set, make_frame, make_scene
+from edge_runtime.synth.frames import CATEGORIES, iter_bench_set, make_bench_set, make_frame, make_scene
 from edge_runtime.synth.qr import draw_code, qr_matrix, square_quad, tilted_quad
 
 
@@ -70,7 +70,7 @@ def test_multi_has_3_to_6_codes_with_distinct_payloads():
 
 
 def test_payload_mix_includes_binary_and_shift_jis():
-    payloads = [t["payload"] for _, _, ts in make_bench_set(seed=0, per_category=4) for t in ts]
+    payloads = [t["payload"] for _, _, ts in iter_bench_set(seed=0, per_category=4) for t in ts]
     def is_utf8(b):
         try:
             b.decode("utf-8")
