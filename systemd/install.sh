@@ -28,6 +28,8 @@
 # Environment:
 #   EDGE_RUNTIME_PIP_ARGS   extra arguments for `pip install` (e.g. "--no-deps", "--index-url URL")
 set -euo pipefail
+# Files the service user must read (the venv, docs) must not inherit a strict root umask.
+umask 022
 
 NAME=edge-runtime
 USER_NAME=edge-runtime
@@ -99,12 +101,14 @@ fi
 if [[ $uninstall -eq 1 ]]; then
   # Stopping drains the service; results not delivered yet stay in the outbox (kept below).
   if [[ -e "$unit" ]]; then
-    sd disable --now "$NAME.service"
+    sd disable --now "$NAME.service" || say "warning: systemctl disable --now failed (above); removing the files anyway"
   fi
   rm -f "$unit"
   sd daemon-reload
-  # Only our own directory: the path is built from constants, never from user input alone.
-  [[ "$opt_dir" == */opt/$NAME ]] && rm -rf -- "$opt_dir"
+  # Only our own directory: the path ends in constants whatever --prefix was.
+  if [[ "$opt_dir" == */opt/$NAME ]]; then
+    rm -rf -- "$opt_dir"
+  fi
   say "removed $unit and $opt_dir"
   say "kept $etc_dir (config, secrets), $state_dir (result ids, outboxes: undelivered results) and the user $USER_NAME"
   say "to remove them too: userdel $USER_NAME; rm -r $etc_dir $state_dir"
@@ -165,6 +169,16 @@ if [[ $make_venv -eq 1 ]]; then
   if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null ||
       die "$python is missing or older than 3.10 (use --python /usr/bin/python3.11)"
+    # The venv links to its base interpreter; under /root or /home (pyenv, a user's own
+    # Python) the service cannot run it: ProtectHome=yes hides those, and so do their modes.
+    base=$("$python" -c 'import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))')
+    case "$base" in
+      /root/*|/home/*|/run/user/*)
+        if [[ $staging -eq 0 ]]; then
+          die "$python is $base, under a home directory the service cannot see (ProtectHome=yes); use --python /usr/bin/python3"
+        fi
+        say "warning: $base is under a home directory: fine for staging, not for the service" ;;
+    esac
     venv_args=()
     [[ $site_packages -eq 1 ]] && venv_args+=(--system-site-packages)
     say "creating $venv"
