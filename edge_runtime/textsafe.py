@@ -11,7 +11,7 @@ def printable(text: str, limit: int | None = None) -> str:
         o = ord(ch)
         if ch == "\\":
             out.append("\\\\")
-        elif o < 0x20 or 0x7F <= o < 0xA0 or o in (0x2028, 0x2029):
+        elif o < 0x20 or 0x7F <= o < 0xA0 or o in (0x2028, 0x2029) or 0x202A <= o <= 0x202E or 0x2066 <= o <= 0x2069:  # + bidi overrides (Trojan Source)
             out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
         else:
             out.append(ch)
