@@ -11,7 +11,8 @@ rules, without systemd:
   with SHM_EXEC;
 - with --syscall-filter, also the unit's SystemCallFilter= lines with SystemCallErrorNumber=EPERM:
   an allow-list of the groups' system calls (expanded by `systemd-analyze syscall-filter`, so
-  exactly this systemd's definition of the groups), everything else EPERM.
+  exactly this systemd's definition of the groups), everything else EPERM; and its
+  RestrictAddressFamilies=: socket() of any other family fails with EAFNOSUPPORT, as systemd does.
 Loaded through libseccomp (a dependency of systemd itself) via ctypes.
 """
 
@@ -113,6 +114,29 @@ def unit_syscall_allow_list(unit: Path = UNIT) -> set[str]:
     return allowed
 
 
+def unit_address_families(unit: Path = UNIT) -> set[int]:
+    for line in unit.read_text().splitlines():
+        if line.startswith("RestrictAddressFamilies="):
+            import socket
+
+            return {int(getattr(socket, name)) for name in line.split("=", 1)[1].split()}
+    raise AssertionError(f"no RestrictAddressFamilies= in {unit}")
+
+
+def install_address_families(allowed: set[int], af_max: int = 64) -> None:
+    lib = _lib()
+    ctx = lib.seccomp_init(_ALLOW)
+    nr = lib.seccomp_syscall_resolve_name(b"socket")
+    for family in range(af_max):
+        if family in allowed:
+            continue
+        cmp = _ArgCmp(0, 4, family, 0)  # SCMP_CMP_EQ
+        rc = lib.seccomp_rule_add_array(ctx, 0x00050000 | errno.EAFNOSUPPORT, nr, 1, ctypes.byref(cmp))
+        if rc != 0:
+            raise OSError(-rc, "seccomp rule for socket()")
+    _load(lib, ctx)
+
+
 def install_syscall_filter(allowed: set[str]) -> None:
     lib = _lib()
     ctx = lib.seccomp_init(_EPERM)
@@ -131,6 +155,7 @@ if __name__ == "__main__":
     install_mdwe()
     if args and args[0] == "--syscall-filter":
         args = args[1:]
+        install_address_families(unit_address_families())
         # Last: seccomp() itself is not on the allow-list (nor should the service need it).
         install_syscall_filter(unit_syscall_allow_list())
     os.execvp(args[0], args)

@@ -126,24 +126,27 @@ def test_config_example_and_env_file_are_valid(tmp_path):
 
 def test_sandbox_really_filters():
     """The emulation is real (so the next test can fail): a W+X mapping is refused, and with the
-    unit's SystemCallFilter= so is setuid() (in ~@privileged), which succeeds without it."""
+    unit's SystemCallFilter= and RestrictAddressFamilies= so are setuid() (in ~@privileged) and
+    a netlink socket, which all succeed without it."""
     probe = (
-        "import mmap, os\n"
-        "for name, call in (('wx', lambda: mmap.mmap(-1, 4096, prot=7)), ('setuid', lambda: os.setuid(os.getuid()))):\n"
+        "import mmap, os, socket\n"
+        "for name, call in (('wx', lambda: mmap.mmap(-1, 4096, prot=7)), ('setuid', lambda: os.setuid(os.getuid())),\n"
+        "                   ('netlink', lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)),\n"
+        "                   ('inet', lambda: socket.socket(socket.AF_INET))):\n"
         "    try:\n        call()\n        print(name, 'ok')\n"
         "    except OSError as e:\n        print(name, 'refused', e.errno)\n"
     )
     run = lambda *prefix: subprocess.run([*prefix, sys.executable, "-c", probe],  # noqa: E731
-                                         capture_output=True, text=True, timeout=60).stdout.split("\n")[:2]
-    assert run() == ["wx ok", "setuid ok"]
-    assert run(*SANDBOX) == ["wx refused 1", "setuid ok"]
-    assert run(*SANDBOX, "--syscall-filter") == ["wx refused 1", "setuid refused 1"]
+                                         capture_output=True, text=True, timeout=60).stdout.split("\n")[:4]
+    assert run() == ["wx ok", "setuid ok", "netlink ok", "inet ok"]
+    assert run(*SANDBOX) == ["wx refused 1", "setuid ok", "netlink ok", "inet ok"]
+    assert run(*SANDBOX, "--syscall-filter") == ["wx refused 1", "setuid refused 1", "netlink refused 97", "inet ok"]
 
 
 def test_service_runs_under_the_units_seccomp_rules(tmp_path, broker):
     """The whole pipeline (synthetic camera, reader, tracker, jsonl sink, MQTT sink with its
     sqlite outbox, publishing to a real mosquitto) under the unit's MemoryDenyWriteExecute= and
-    SystemCallFilter=, plus an ncnn network: nothing of it needs W+X memory or a refused call."""
+    SystemCallFilter= and RestrictAddressFamilies=, plus an ncnn network: nothing of it needs W+X memory or a refused call."""
     state = tmp_path / "state"
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(f"""
