@@ -129,3 +129,10 @@ def test_code_to_dict_is_json_ready():
     c = Code(text="x", raw=b"x", corners=[(1, 2), (3, 2), (3, 4), (1, 4)], decoder="zxing")
     d = c.to_dict()
     assert d["corners"] == [[1.0, 2.0], [3.0, 2.0], [3.0, 4.0], [1.0, 4.0]] and d["stage"] == "direct"
+
+
+def test_opencv_binary_payload_with_nul_is_exact_not_truncated():
+    """OpenCV's own text stops at NUL; our backend re-decodes its module grid instead."""
+    payload = b"AB\x00CD\x93\xfa"
+    codes = decoders.load("opencv").decode(on_canvas(qr_image(payload, module_px=4, mode="byte"), size=(300, 300), at=(20, 20)))
+    assert [c.raw for c in codes] == [payload]
