@@ -41,6 +41,7 @@ log = logging.getLogger("edge_runtime.service")
 READ_TIMEOUT_S = 0.5  # how long one source.read may block: bounds stop/reload latency
 _SOURCE_BACKOFF = (0.5, 10.0)
 _SINK_ERROR_LOG_S = 10.0
+DURABLE_KINDS = ("mqtt", "serial")
 
 
 class ServiceError(Exception):
@@ -70,6 +71,7 @@ class Service:
         self.device_id = config["device_id"]
         self._source_ok = True
         self._sink_errlog: dict[str, float] = {}
+        self._frame_errlog = -1e9
         self._next_status = 0.0
         self.last_result_id = 0
         # systemd: READY/RELOADING/STOPPING and a watchdog fed only by processed frames.
@@ -345,7 +347,16 @@ class Service:
                          extra={"fields": {"event": "source_ok"}})
             t1 = time.perf_counter()
             self.stats.observe("capture", (t1 - t0) * 1000)
-            self._process(frame, t1)
+            try:
+                self._process(frame, t1)
+            except Exception:  # noqa: BLE001 - a bug or a full disk on one frame must not stop the line
+                self.stats.frame_errors += 1
+                now = time.monotonic()
+                if now - self._frame_errlog >= _SINK_ERROR_LOG_S:
+                    self._frame_errlog = now
+                    log.exception("processing frame %d failed (%d frame error(s) so far)",
+                                  frame.index, self.stats.frame_errors, extra={"fields": {"event": "frame_error"}})
+                continue
             # Only here: a source or reader that hangs must stop the watchdog pings.
             if self.heartbeat is not None:
                 self.heartbeat.beat()
@@ -417,9 +428,12 @@ class Service:
             self._emit([noread_result(rid, self.device_id, window.opened, ts, window.frames, window.last_frame)])
 
     def _emit(self, results: list[dict]) -> None:
-        """Every sink gets every result; one sink failing never keeps it from the others."""
+        """Every sink gets every result; one sink failing never keeps it from the others.
+
+        Durable sinks (outbox) go first: a result anyone has seen (a stdout line, a jsonl
+        record) is then already committed for the plant, even if we are killed right after."""
         self.last_result_id = results[-1]["id"]
-        for sink in list(self.sinks):
+        for sink in sorted(self.sinks, key=lambda s: getattr(s, "kind", "") not in DURABLE_KINDS):
             try:
                 many = getattr(sink, "emit_many", None)
                 if many is not None and len(results) > 1:

@@ -29,6 +29,7 @@ class Stats:
         self.noreads = 0
         self.source_timeouts = 0
         self.source_errors = 0
+        self.frame_errors = 0  # unexpected exceptions while processing a frame (logged)
         self.sink_errors: dict[str, int] = {}
         self.sink_emitted: dict[str, int] = {}
         self.reloads = 0
@@ -53,6 +54,7 @@ class Stats:
             "noreads": self.noreads,
             "source_timeouts": self.source_timeouts,
             "source_errors": self.source_errors,
+            "frame_errors": self.frame_errors,
             "sink_errors": dict(self.sink_errors),
             "sink_emitted": dict(self.sink_emitted),
             "reloads": self.reloads,
@@ -78,6 +80,7 @@ class _Collector:
             ("noreads", s.noreads, "Trigger windows closed with nothing read"),
             ("source_timeouts", s.source_timeouts, "Source reads that timed out"),
             ("source_errors", s.source_errors, "Source errors (reopened with backoff)"),
+            ("frame_errors", s.frame_errors, "Unexpected errors while processing a frame"),
             ("reloads", s.reloads, "Configuration reloads applied"),
             ("reload_failures", s.reload_failures, "Configuration reloads refused"),
         ):
