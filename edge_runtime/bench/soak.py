@@ -11,6 +11,9 @@ pseudo-terminal whose far end plays the PLC. While it runs, faults are injected 
   disk_full       the filesystem holding the outboxes (a tmpfs we mount) filled to the
                   last byte for 0.5-2.5 s; without root, a tiny outbox_max_mb instead, so
                   the drop policy is what gets exercised
+  disk_full_outage  the disk full *and* the broker down: the MQTT outbox must grow on a
+                  full disk (once sqlite's WAL has reached its working size, a full disk
+                  alone costs nothing); the broker returns 0.5 s before the space does
 
 At the end every id in the ledger (what the service produced) must have reached the
 plant subscriber and the PLC, or still be in that sink's outbox, or be a counted loss
@@ -41,7 +44,7 @@ from typing import Any, Callable
 
 from edge_runtime.bench.peers import Broker, Plc, PlantSubscriber, SerialLine, rss_mb
 
-FAULTS = ("broker_restart", "serial_unplug", "source_stall", "disk_full")
+FAULTS = ("broker_restart", "serial_unplug", "source_stall", "disk_full", "disk_full_outage")
 DEVICE = "soak"
 TMPFS_MB = 16
 DRAIN_S = 120.0
@@ -230,7 +233,16 @@ def _inject(kind: str, dur: float, at_frame: int, broker: Broker, line: SerialLi
     """Apply one fault for `dur` seconds and repair it; returns what was done."""
     t = time.monotonic()
     entry: dict = {"kind": kind, "at_frame": at_frame, "duration_s": dur}
-    if kind == "broker_restart" or (kind == "disk_full" and not tmpfs):
+    if kind == "disk_full_outage" and tmpfs:
+        broker.stop()
+        ballast = _fill_disk(outbox_dir)
+        try:
+            time.sleep(dur)
+            broker.start()
+            time.sleep(0.5)
+        finally:
+            ballast.unlink()
+    elif kind == "broker_restart" or (kind.startswith("disk_full") and not tmpfs):
         # Without a tmpfs, "disk full" is a longer outage overflowing a tiny outbox.
         broker.stop()
         time.sleep(dur if kind == "broker_restart" else dur * 2)
