@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -50,12 +52,15 @@ class Listener:
 
 
 @pytest.fixture
-def listener(tmp_path):
-    path = tmp_path / "notify.sock"
+def listener():
+    # A short directory, not tmp_path: AF_UNIX paths are limited to 107 bytes.
+    d = tempfile.mkdtemp(prefix="sdn-")
+    path = os.path.join(d, "notify.sock")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(str(path))
-    yield Listener(s, str(path))
+    s.bind(path)
+    yield Listener(s, path)
     s.close()
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

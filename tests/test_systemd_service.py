@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -126,9 +128,13 @@ port = {_free_port()}
 def service(tmp_path):
     """Starts `python -m edge_runtime run --config FILE` under a fake systemd; returns a starter."""
     started: list[tuple[subprocess.Popen, FakeSystemd]] = []
+    dirs: list[Path] = []
 
     def start(config: Path) -> tuple[subprocess.Popen, FakeSystemd, Path]:
-        fake = FakeSystemd(tmp_path / "notify.sock")
+        # A short directory, not tmp_path: AF_UNIX paths are limited to 107 bytes.
+        sock_dir = Path(tempfile.mkdtemp(prefix="sdn-"))
+        dirs.append(sock_dir)
+        fake = FakeSystemd(sock_dir / "notify.sock")
         env = {**os.environ, "NOTIFY_SOCKET": str(fake.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
         env.pop("WATCHDOG_PID", None)
         log = open(tmp_path / "service.log", "w")  # noqa: SIM115 - closed at teardown
@@ -143,6 +149,8 @@ def service(tmp_path):
             proc.kill()
             proc.wait(30)
         fake.close()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def wait_ready(proc: subprocess.Popen, fake: FakeSystemd, log: Path) -> float:
