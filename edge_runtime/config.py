@@ -351,7 +351,7 @@ class _Validator:
                     v = self.kind_options(key, kind, v, sub_defaults, sub_keys, (), None)
             out[k] = v
         for k in sorted(required or ()):
-            if out.get(k) in (None, ""):
+            if out.get(k) in (None, "") and opts.get(k) in (None, ""):  # given but wrong-typed: already reported
                 self.err(f"{prefix}.{k}", f"missing (required for kind {shown(kind)})")
         return out
 
