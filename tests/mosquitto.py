@@ -343,3 +343,59 @@ class Subscriber:
                     return False
                 self._cond.wait(min(left, 0.5))
             return True
+
+
+class Proxy:
+    """A TCP relay (socat) between a client and the broker: cut() drops the client's
+    connection like a pulled cable while the broker, and its other clients, stay up;
+    freeze() stalls it so messages pile up unacknowledged in flight first."""
+
+    def __init__(self, target_port: int, port: int | None = None, host: str = HOST) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.target_port = target_port
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> "Proxy":
+        exe = shutil.which("socat") or "/usr/bin/socat"
+        self.proc = subprocess.Popen(
+            [exe, f"TCP-LISTEN:{self.port},bind={self.host},reuseaddr,fork", f"TCP:{self.host}:{self.target_port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: cut() reaches the forked relays too
+            preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"socat on port {self.port} exited with {self.proc.returncode}")
+            if _listening(self.host, self.port):
+                return self
+            time.sleep(0.05)
+        self.cut()
+        raise BrokerError(f"socat on port {self.port} did not listen within {timeout}s")
+
+    def freeze(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def cut(self) -> None:
+        """SIGKILL the relay and every forked connection: the client sees a reset."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+        self.proc = None
+
+    close = cut
+
+
+def _listening(host: str, port: int) -> bool:
+    # Probe via /proc rather than connect(): a probe connection through socat would open a
+    # real connection to the broker.
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            return any(line.split()[1] == want and line.split()[3] == "0A" for line in f.readlines()[1:])
+    except OSError:
+        return False
