@@ -437,3 +437,33 @@ def test_sink_that_cannot_start_is_one_line_and_exit_2(tmp_path):
     err = [line for line in r.stderr.splitlines() if line.startswith("edge-runtime: error:")]
     assert err == ["edge-runtime: error: sinks[0] (jsonl 'out'): cannot write /dev/null/results.jsonl: Not a directory"]
     assert "Traceback" not in r.stderr
+
+
+def test_binary_and_hostile_payloads_end_to_end_through_stdout(tmp_path):
+    """A folder of real images: a non-UTF-8 label and one carrying ANSI escapes and a newline."""
+    import base64
+
+    import cv2
+    from qrgen import on_canvas, qr_image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    binary = b"\xff\xfe\x00\x01LOT\x80"
+    hostile = "\x1b[2J\x1b]0;owned\x07\nFAKE LOG LINE"
+    cv2.imwrite(str(folder / "a.png"), on_canvas(qr_image(binary, module_px=6), size=(480, 640), at=(100, 100)))
+    cv2.imwrite(str(folder / "b.png"), on_canvas(qr_image(hostile.encode(), module_px=6), size=(480, 640), at=(100, 100)))
+    path = tmp_path / "c.toml"
+    path.write_text(f'state_dir = "{tmp_path / "state"}"\n[source]\nkind = "folder"\npath = "{folder}"\n'
+                    '[[sinks]]\nkind = "stdout"\n')
+    r = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "--config", str(path)], cwd=ROOT,
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    out = r.stdout
+    assert b"\x1b" not in out and b"\x07" not in out and max(out) < 0x80
+    results = [json.loads(line) for line in out.decode("ascii").splitlines()]
+    assert len(results) == 2
+    for res in results:
+        VALIDATOR.validate(res)
+    a, b = results
+    assert base64.b64decode(a["bytes_b64"]) == binary
+    assert b["text"] == hostile and "bytes_b64" not in b
