@@ -135,7 +135,11 @@ class Config:
 def load(path: str | None) -> Config:
     """Read and validate `path` (None: the embedded demo). Raises ConfigError."""
     if path is None:
-        text = resources.files("edge_runtime").joinpath("data/demo.toml").read_text("utf-8")
+        try:
+            text = resources.files("edge_runtime").joinpath("data/demo.toml").read_text("utf-8")
+        except OSError:
+            raise ConfigError([f"{DEMO_LABEL}: edge_runtime/data/demo.toml is missing from this install "
+                               "(package_data must include data/*.toml); run with --config FILE"]) from None
         return parse(text, DEMO_LABEL, None)
     try:
         with open(path, "rb") as f:
