@@ -471,6 +471,7 @@ class Service:
     def _apply(self, new: Config) -> bool:
         """Swap in a validated config, touching only what changed."""
         old = self.config
+        changed = [k for k in new.data if new.data[k] != old.data.get(k)]
         for key in ("device_id", "state_dir"):
             if new[key] != old[key]:
                 log.warning("reload: %s changed (%r -> %r); that needs a restart, keeping %r",
@@ -507,7 +508,8 @@ class Service:
                     except ServiceError as exc:
                         log.error("reload: %s; metrics off", exc)
         self.stats.reloads += 1
-        log.info("reloaded %s", new.label, extra={"fields": {"event": "reloaded"}})
+        log.info("reloaded %s (changed: %s)", new.label, ", ".join(changed) or "nothing",
+                 extra={"fields": {"event": "reloaded", "changed": changed}})
         return True
 
     def _apply_sinks(self, old: Config, new: Config) -> None:
