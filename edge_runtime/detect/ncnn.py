@@ -1,0 +1,48 @@
+"""NCNN backend: the INT8 .param/.bin (int8 convolutions, calibrated activation scales)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ncnn
+import numpy as np
+
+from edge_runtime.detect import DetectorUnavailable
+from edge_runtime.detect.base import ModelDetector
+
+
+class NcnnDetector(ModelDetector):
+    fmt = "ncnn"
+    file_keys = ("param", "bin")
+
+    def _load(self, paths: dict[str, Path]) -> None:
+        net = ncnn.Net()
+        net.opt.num_threads = self.threads
+        net.opt.use_vulkan_compute = False
+        # Do not spin-wait between layers: on a board shared with capture and decoding threads
+        # a spinning OpenMP worker steals the core the next frame needs.
+        net.opt.openmp_blocktime = 0
+        net.opt.use_int8_inference = True
+        if self.precision != "int8":  # the float comparison model: keep it truly fp32
+            for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage"):
+                setattr(net.opt, flag, False)
+        if net.load_param(str(paths["param"])) != 0:
+            raise DetectorUnavailable(f"{paths['param']}: ncnn could not parse the model")
+        if net.load_model(str(paths["bin"])) != 0:
+            raise DetectorUnavailable(f"{paths['bin']}: ncnn could not load the weights")
+        self.net = net
+        self._in_blob = self.entry.get("input", "in0")
+        self._out_blob = self.entry.get("output", "out0")
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        # ncnn.Mat(ndarray) wraps the array's memory without copying: keep both referenced
+        # until extract() has run, or the network reads freed memory.
+        arr = np.ascontiguousarray((x.astype(np.float32) * (1.0 / 255.0))[None])
+        mat = ncnn.Mat(arr)
+        ex = self.net.create_extractor()
+        ex.input(self._in_blob, mat)
+        ret, out = ex.extract(self._out_blob)
+        del mat, arr
+        if ret != 0:
+            raise RuntimeError(f"ncnn extract failed ({ret})")
+        return np.array(out, dtype=np.float32, copy=True)

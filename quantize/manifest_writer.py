@@ -1,0 +1,69 @@
+"""Write models/manifest.json: what each file is, its sha256, how to feed and decode it,
+how well it does, and exactly how it was built."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+from edge_runtime.detect.manifest import MANIFEST, sha256
+from edge_runtime.detect.postprocess import INPUT_H, INPUT_W, DecodeParams
+
+NAME = "qr-detector"
+VERSION = "1.0.0"
+
+
+def _base(model_dir: Path, formats: dict) -> dict:
+    files = {}
+    for fmt in formats.values():
+        for key in ("model", "param", "bin"):
+            if key in fmt:
+                p = model_dir / fmt[key]
+                files[fmt[key]] = {"sha256": sha256(p), "bytes": p.stat().st_size}
+    return {
+        "name": NAME,
+        "version": VERSION,
+        "input": {"height": INPUT_H, "width": INPUT_W, "channels": 1, "format": "gray8",
+                  "resize": "letterbox: scale to fit (INTER_AREA), top-left aligned, zero padding",
+                  "normalisation": "x = gray / 255 (TFLite int8: q = round(x / scale) + zero_point from the model)"},
+        "output": {"layout": "NHWC (TFLite) / CHW (NCNN)", "decode": DecodeParams().as_dict()},
+        "formats": formats,
+        "files": files,
+    }
+
+
+def write_files(model_dir: Path, formats: dict) -> dict:
+    """Manifest with files/io only (what the runtime needs); metrics are added by write()."""
+    path = model_dir / MANIFEST
+    old = json.loads(path.read_text()) if path.exists() else {}
+    m = _base(model_dir, {**old.get("formats", {}), **formats})
+    for k in ("metrics", "build"):
+        if k in old:
+            m[k] = old[k]
+    path.write_text(json.dumps(m, indent=1) + "\n")
+    return m
+
+
+def write(model_dir: Path, *, metrics: dict | None, train: dict, config: dict, seed: int, command: str,
+          seconds: float) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from quantize import model as qmodel
+
+    path = model_dir / MANIFEST
+    m = json.loads(path.read_text())
+    m = {**_base(model_dir, m["formats"]), "metrics": metrics}
+    m["build"] = {
+        "command": command, "seed": seed, "seconds": round(seconds, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": config, "train": {k: v for k, v in train.items() if k != "loss_history"},
+        "final_loss": train.get("loss_history", [None])[-1],
+        "gflops": round(qmodel.flops() / 1e9, 3),
+        "tensorflow": tf.__version__, "numpy": np.__version__, "python": platform.python_version(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+    }
+    path.write_text(json.dumps(m, indent=1) + "\n")
+    return m
