@@ -362,7 +362,7 @@ class _Validator:
     def sinks(self, given: Any, data: dict) -> list[dict]:
         from edge_runtime import sinks as sink_registry
 
-        if given is None:
+        if given is None or given == []:
             self.err("sinks", "no [[sinks]] configured: results would go nowhere (add e.g. [[sinks]] kind = \"stdout\")")
             return []
         if not isinstance(given, list) or not all(isinstance(s, dict) for s in given):

@@ -136,6 +136,8 @@ def test_all_problems_are_reported_at_once(tmp_path):
 def test_no_sinks_is_an_error(tmp_path):
     got = problems(tmp_path, 'state_dir = "{state}"\n[source]\nkind = "synthetic"\n')
     assert got[0].split(": ", 2)[1] == "sinks"
+    got = problems(tmp_path, 'state_dir = "{state}"\nsinks = []\n[source]\nkind = "synthetic"\n')
+    assert got[0].split(": ", 2)[1] == "sinks"
 
 
 def test_trigger_source_needs_its_sink(tmp_path):
