@@ -14,6 +14,9 @@ idea of the broker.
 
 Broker(port=None) picks a free port at construction, so a test may learn the port, point a
 client at it, and only later call start() (the "broker down at start" case).
+
+Also here: Subscriber (a recording paho subscriber with wait_for), Proxy (a socat relay whose
+cut() drops one client's connection while the broker stays up), free_port().
 """
 
 from __future__ import annotations

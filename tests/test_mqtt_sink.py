@@ -419,6 +419,12 @@ def test_commands_reach_handler_and_garbage_is_ignored(broker, tmp_path, sinks, 
         got.append(cmd)
 
     caplog.set_level(logging.INFO, logger="edge_runtime.sinks.mqtt")
+    stale = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    stale.connect("127.0.0.1", broker.port)
+    stale.loop_start()
+    stale.publish("edge/devm/cmd", b"LON", qos=1, retain=True).wait_for_publish(10)  # hours-old command
+    stale.disconnect()
+    stale.loop_stop()
     sub = Subscriber(broker.port, "edge/devm/status").start()
     s = sinks("m0", "devm", sink_options(broker.port, tmp_path), command_handler=handler)
     s.start()
@@ -449,6 +455,7 @@ def test_commands_reach_handler_and_garbage_is_ignored(broker, tmp_path, sinks, 
     assert len(ignored) == 8, ignored
     assert all("\n" not in m and "\x1b" not in m and "\x00" not in m and len(m) < 400 for m in ignored)
     assert any("handler bug" in r.getMessage() for r in caplog.records)
+    assert sum("ignored retained command" in r.getMessage() for r in caplog.records) == 1
 
 
 # --- options ---------------------------------------------------------------------------------
@@ -458,6 +465,7 @@ def test_options_are_documented_and_validated(tmp_path, monkeypatch):
     s = MqttSink("m0", "dev9", {"outbox": str(tmp_path / "o.sqlite")})
     assert s.options["client_id"] == "edge-runtime-dev9" and s.options["port"] == 1883
     assert s.topic_result == "edge/dev9/result" and s.topic_cmd == "edge/dev9/cmd"
+    assert MqttSink("m2", "d", {"topic_prefix": "plant/line3/"}).topic_status == "plant/line3/d/status"
     assert MqttSink("m1", "d", {}).options["outbox"] == "/var/lib/edge-runtime/outbox-m1.sqlite"
     bad = [
         ({"prot": 5}, "unknown option 'prot'"),

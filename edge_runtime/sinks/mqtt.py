@@ -109,6 +109,9 @@ class MqttSink:
         status_provider: Callable[[], dict] | None = None,
         command_handler: Callable[[dict], Any] | None = None,
     ) -> None:
+        """`options`: see mqtt_options.DEFAULTS. `status_provider()` returns extra fields for
+        the retained online status (counters, model); `command_handler(cmd)` gets each valid
+        command dict, on paho's network thread, so it must return quickly."""
         self.name = name
         self.device_id = device_id
         self.options = o = resolve_options(name, device_id, options)
@@ -313,6 +316,15 @@ class MqttSink:
         self._wake.set()
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        """Runs on paho's network thread: command_handler must only hand the command over
+        (e.g. put it on a queue), or PUBACKs and keepalives wait behind it."""
+        if msg.retain:
+            # A retained command would fire again on every reconnect (a stale "LON" or
+            # "reload" hours later); commands are events, so only live ones count.
+            if msg.payload:
+                log.warning("mqtt sink %s: ignored retained command on %s (clear it by publishing an empty "
+                            "retained message): %s", self.name, msg.topic, preview(msg.payload))
+            return
         try:
             cmd = parse_command(msg.payload)
         except BadCommand as e:

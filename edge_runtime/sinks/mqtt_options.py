@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "qos": 1,                     # 0, 1 or 2; 0 = at-most-once (leaves the outbox when written to the socket)
     "keepalive": 30,              # seconds
     "outbox": None,               # None -> f"/var/lib/edge-runtime/outbox-{name}.sqlite"
-    "outbox_max_mb": 64,
+    "outbox_max_mb": 64,          # payload bytes kept while the broker is away; 0 = unlimited
     "outbox_policy": "drop_oldest",  # or "drop_newest"
     "status_interval_s": 10,
     "max_inflight": 20,           # unacknowledged results on the wire at once
@@ -76,7 +76,8 @@ def resolve_options(name: str, device_id: str, options: dict | None) -> dict[str
 
     # Topics are built only from config, never from a payload; a wildcard or NUL here would
     # make the broker reject every publish, a "/" in device_id would change the topic tree.
-    if _bad_topic_part(str(o["topic_prefix"])):
+    o["topic_prefix"] = str(o["topic_prefix"]).rstrip("/")  # "edge/" means "edge", not "edge//dev"
+    if _bad_topic_part(o["topic_prefix"]):
         raise ValueError(f"{where}: topic_prefix must be non-empty without '+', '#' or NUL, got {o['topic_prefix']!r}")
     if _bad_topic_part(device_id) or "/" in device_id:
         raise ValueError(f"{where}: device_id must be non-empty without '/', '+', '#' or NUL, got {device_id!r}")
