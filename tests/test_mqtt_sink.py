@@ -25,10 +25,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-try:  # tests/ is a rootdir-less directory today; keep working if it becomes a package
-    from tests.mosquitto import Broker, Proxy, Subscriber, broker_fixture, make_broker  # noqa: F401
-except ImportError:
-    from mosquitto import Broker, Proxy, Subscriber, broker_fixture, make_broker  # noqa: F401
+from mosquitto import Proxy, Subscriber, broker_fixture, make_broker  # noqa: F401 - make_broker is a fixture
 
 import edge_runtime
 from edge_runtime.outbox import Outbox

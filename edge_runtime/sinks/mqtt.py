@@ -44,7 +44,7 @@ import paho.mqtt.client as mqtt
 import edge_runtime
 from edge_runtime.outbox import Outbox
 from edge_runtime.sinks.mqtt_commands import BadCommand, parse_command, preview
-from edge_runtime.sinks.mqtt_options import DEFAULTS, KEYS, TLS_KEYS, resolve_options
+from edge_runtime.sinks.mqtt_options import DEFAULTS, KEYS, TLS_DEFAULTS, TLS_KEYS, resolve_options  # TLS_DEFAULTS: config types tls.* from it
 
 __all__ = ["MqttSink", "DEFAULTS", "KEYS", "TLS_KEYS", "resolve_options", "encode_result"]
 
@@ -276,10 +276,7 @@ class MqttSink:
             self._set_error(f"mqtt broker {self.where} refused the connection: {why}")
             return
         self._connected = True
-        if self.last_error is not None:
-            log.info("mqtt sink %s: connected to %s", self.name, self.where)
-        else:
-            log.debug("mqtt sink %s: connected to %s", self.name, self.where)
+        log.info("mqtt sink %s: connected to %s", self.name, self.where)  # one line per connect
         self.last_error = None
         self._logged_error = None
         client.subscribe(self.topic_cmd, qos=1)
