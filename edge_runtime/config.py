@@ -32,6 +32,7 @@ DEMO_LABEL = "<embedded demo>"
 _MASK = "********"
 _SECRET_KEYS = ("password", "secret", "token")
 _URL_CREDENTIALS = re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)")
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -101,7 +102,8 @@ SINK_COMMON = {"kind", "name"}
 class Config:
     """A validated config: `data` has every default filled in.
 
-    `path` is None for the embedded demo. `label` is how messages name the file.
+    `path` is None for the embedded demo (and for a config built from a dict). `label` is
+    how messages name the file.
     """
 
     data: dict
@@ -111,7 +113,7 @@ class Config:
 
     @property
     def demo(self) -> bool:
-        return self.path is None
+        return self.path is None and self.label == DEMO_LABEL
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -159,7 +161,12 @@ def parse(text: str, label: str, path: str | None) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{label}: {_toml_error(str(exc))}"]) from None
-    v = _Validator(label, demo=path is None)
+    return from_dict(doc, label, path)
+
+
+def from_dict(doc: dict, label: str = "<config>", path: str | None = None) -> Config:
+    """Validate an already-parsed document (what tomllib returns). Raises ConfigError."""
+    v = _Validator(label, demo=path is None and label == DEMO_LABEL)
     data = v.run(doc)
     if v.problems:
         raise ConfigError(v.problems)
@@ -224,6 +231,8 @@ class _Validator:
         self.notes: list[str] = []
 
     def err(self, key: str, msg: str) -> None:
+        # A quoted TOML key may hold anything; the line must stay one printable line.
+        key, msg = key.translate(_CONTROLS), msg.translate(_CONTROLS)
         self.problems.append(f"{self.label}: {key}: {msg}" if key else f"{self.label}: {msg}")
 
     # -- generic checks

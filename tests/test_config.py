@@ -249,3 +249,37 @@ def test_device_id_defaults_to_hostname_and_rejects_topic_characters(tmp_path):
     assert cfg["device_id"] == socket.gethostname()
     got = problems(tmp_path, BASE.replace('"dev1"', '"line/3"'))
     assert got[0].split(": ")[1] == "device_id"
+
+
+# -------------------------------------------------------------------- fuzz: never a traceback
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_KEYS = ["kind", "name", "path", "port", "mode", "source", "window_s", "decoders", "detector", "deadline_ms",
+         "device_id", "state_dir", "level", "format", "baudrate", "qos", "tls", "fps", "frames", "realtime",
+         "password_env", "direction", "max_distance_px", "host", "keep", "max_mb", "x"]
+_KINDS = ["synthetic", "camera", "video", "folder", "rtsp", "stdout", "jsonl", "mqtt", "serial", "nope"]
+_scalars = st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
+                     st.sampled_from(_KINDS), st.text(max_size=8))
+_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4)), max_leaves=12)
+_table = st.dictionaries(st.one_of(st.sampled_from(_KEYS), st.text(max_size=4)), _values, max_size=6)
+_doc = st.fixed_dictionaries({}, optional={
+    "device_id": _values, "state_dir": st.just("/tmp/edge-runtime-fuzz"), "status_interval_s": _values,
+    "reader": _table, "source": st.one_of(_table, _values), "trigger": _table, "dedup": _table,
+    "metrics": _table, "log": _table, "sinks": st.one_of(st.lists(_table, max_size=3), _values),
+    "\x1b[2J\n": _values})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_doc)
+def test_any_document_is_valid_or_one_line_per_problem(doc):
+    try:
+        cfg = config.from_dict(doc, "fuzz.toml")
+    except ConfigError as exc:
+        assert exc.problems
+        for line in exc.problems:
+            assert line.startswith("fuzz.toml: ") and "\n" not in line
+    else:
+        tomllib.loads(cfg.to_toml())  # the effective config always prints as valid TOML

@@ -128,6 +128,10 @@ class Service:
         loop runs, the apply step is handed to the loop thread (it owns source and sinks).
         """
         target = path if path is not None else self.config.path
+        if target is None and not self.config.demo:
+            log.error("reload refused: this service was not started from a file")
+            self.stats.reload_failures += 1
+            return False
         try:
             new = config_mod.load(target)
         except ConfigError as exc:
