@@ -467,3 +467,31 @@ def test_binary_and_hostile_payloads_end_to_end_through_stdout(tmp_path):
     a, b = results
     assert base64.b64decode(a["bytes_b64"]) == binary
     assert b["text"] == hostile and "bytes_b64" not in b
+
+
+def test_source_failing_at_run_time_is_reopened_and_logged_once(tmp_path, caplog):
+    path = make_config(tmp_path, source={"realtime": True})
+    with Running(path) as run:
+        svc = run.service
+        wait_for(lambda: svc.stats.reads >= 1, what="a read")
+
+        class Unplugged:  # what a driver does when the device vanishes
+            def read(self, timeout=1.0):
+                raise OSError(19, "No such device")
+
+            def state(self):
+                return {"state": "open"}
+
+            def close(self):
+                pass
+
+        original = svc.source
+        with caplog.at_level("INFO", logger="edge_runtime.service"):
+            svc.source = Unplugged()
+            original.close()
+            reads = svc.stats.reads
+            wait_for(lambda: svc.stats.reads >= reads + 2, what="reads after the reopen")
+    assert svc.stats.source_errors == 1
+    failed = [r for r in caplog.records if r.getMessage().startswith("source failed")]
+    assert len(failed) == 1 and "No such device" in failed[0].getMessage()
+    assert any(r.getMessage() == "source reopened" for r in caplog.records)

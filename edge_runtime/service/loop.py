@@ -70,6 +70,7 @@ class Service:
         self.state_dir = config["state_dir"]
         self.device_id = config["device_id"]
         self._source_ok = True
+        self._source_failing = False
         self._sink_errlog: dict[str, float] = {}
         self._frame_errlog = -1e9
         self._next_status = 0.0
@@ -318,7 +319,7 @@ class Service:
     # ------------------------------------------------------------------------------ loop
 
     def _loop(self) -> None:
-        from edge_runtime.capture import SourceError, SourceTimeout
+        from edge_runtime.capture import SourceTimeout
 
         backoff = _SOURCE_BACKOFF[0]
         while not self._stop.is_set():
@@ -332,10 +333,13 @@ class Service:
                     self._source_ok = False
                     log.warning("source: no frame: %s", exc, extra={"fields": {"event": "source_timeout"}})
                 continue
-            except (SourceError, OSError, RuntimeError) as exc:
+            except Exception as exc:  # noqa: BLE001 - SourceError, a driver's cv2.error...: reopen
                 self.stats.source_errors += 1
-                log.error("source failed: %s; reopening in %.1f s", exc, backoff,
-                          extra={"fields": {"event": "source_error"}})
+                # One line per outage, not one per retry: a camera gone for a night is one line.
+                if not self._source_failing:
+                    self._source_failing = True
+                    log.error("source failed: %s; reopening with backoff (%.1f..%.0f s)", exc,
+                              *_SOURCE_BACKOFF, extra={"fields": {"event": "source_error"}})
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, _SOURCE_BACKOFF[1])
                 self._reopen_source()
@@ -399,11 +403,7 @@ class Service:
             window.last_frame = frame.index
         if not trig.reading:
             return
-        try:
-            codes = self.reader.read(frame.image)
-        except Exception:  # noqa: BLE001 - one bad frame must not stop the line
-            log.exception("reader failed on frame %d", frame.index)
-            return
+        codes = self.reader.read(frame.image)  # an exception here is a frame error (_loop)
         t2 = time.perf_counter()
         self.stats.observe("read", (t2 - t1) * 1000)
         self.stats.codes += len(codes)
@@ -456,7 +456,7 @@ class Service:
                               extra={"fields": {"event": "sink_error", "sink": sink.name}})
 
     def _reopen_source(self) -> None:
-        from edge_runtime.capture import SourceError, open_source
+        from edge_runtime.capture import open_source
 
         try:
             if self.source is not None:
@@ -465,10 +465,13 @@ class Service:
             pass
         try:
             self.source = open_source(dict(self.config["source"]))
-            log.info("source reopened")
-        except SourceError as exc:
-            log.error("source: %s", exc)
-            self.source = _DeadSource(str(exc))
+        except Exception as exc:  # noqa: BLE001 - keep retrying; the loop must not die
+            log.debug("source reopen failed: %s", exc)
+            self.source = _DeadSource(str(exc) or type(exc).__name__)
+            return
+        if self._source_failing:
+            self._source_failing = False
+            log.info("source reopened", extra={"fields": {"event": "source_reopened"}})
 
     # ---------------------------------------------------------------------------- reload
 
