@@ -49,18 +49,20 @@ class Broker:
     db is saved, so a persistent subscriber's queue survives the restart)."""
 
     def __init__(self, directory: str | os.PathLike | None = None, port: int | None = None,
-                 *, persistence: bool = True, extra: str = "") -> None:
+                 *, persistence: bool = True, extra: str = "", anonymous: bool = True) -> None:
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="soak-mosquitto-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.persistence = persistence
         self.extra = extra
+        self.anonymous = anonymous
         self.log_path = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
         self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
     def _conf(self) -> str:
-        lines = [f"listener {self.port} {HOST}", self.extra, "allow_anonymous true", "user root",
+        lines = [f"listener {self.port} {HOST}", self.extra,
+                 f"allow_anonymous {'true' if self.anonymous else 'false'}", "user root",
                  f"log_dest file {self.log_path}", "log_type error", "log_type warning", "log_type notice",
                  "log_type information", "log_timestamp true", "max_queued_messages 1000000",
                  "max_inflight_messages 100"]
