@@ -42,7 +42,7 @@ class Stats:
     def p50(self) -> dict[str, float]:
         out = {}
         for stage, samples in self._ms.items():
-            snap = list(samples)
+            snap = samples.copy()  # atomic under the GIL; other threads read while the loop appends
             out[stage] = round(statistics.median(snap), 3) if snap else 0.0
         return out
 
