@@ -134,12 +134,16 @@ class PlantSubscriber:
     Records every message per topic; `ids()` parses result ids. Duplicates are kept: QoS 1 is
     at-least-once, and counting them is part of the report."""
 
-    def __init__(self, port: int, topic: str = "#", client_id: str = "soak-plant") -> None:
+    def __init__(self, port: int, topic: str = "#", client_id: str = "soak-plant", *, keep_payloads: bool = True) -> None:
         import paho.mqtt.client as mqtt
 
         self.topic = topic
         self.port = port
+        # A long soak keeps only (topic, id): the bench shares its process (and RSS figure)
+        # with the service, and 10,000 payloads would be ~5 MB of the bench's own memory.
+        self.keep_payloads = keep_payloads
         self.messages: list[tuple[str, bytes]] = []
+        self._ids: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -150,8 +154,12 @@ class PlantSubscriber:
         self.client.on_message = self._on_message
 
     def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+        payload = bytes(msg.payload)
+        rid = _result_id(payload)
         with self._lock:
-            self.messages.append((msg.topic, bytes(msg.payload)))
+            self._ids.append((msg.topic, rid))
+            if self.keep_payloads:
+                self.messages.append((msg.topic, payload))
 
     def start(self, timeout: float = 20.0) -> "PlantSubscriber":
         self.client.connect_async(HOST, self.port, keepalive=10)
@@ -171,16 +179,23 @@ class PlantSubscriber:
 
     def topics(self) -> set[str]:
         with self._lock:
-            return {t for t, _ in self.messages}
+            return {t for t, _ in self._ids}
+
+    def count(self, topic: str) -> int:
+        with self._lock:
+            return sum(1 for t, _ in self._ids if t == topic)
 
     def ids(self, topic: str) -> list[int]:
-        out = []
-        for p in self.on(topic):
-            try:
-                out.append(int(json.loads(p)["id"]))
-            except (ValueError, KeyError, TypeError):
-                out.append(-1)  # a malformed result: counted as such, never silently skipped
-        return out
+        """Result ids in arrival order; -1 for a message that is not a result object."""
+        with self._lock:
+            return [i for t, i in self._ids if t == topic]
+
+
+def _result_id(payload: bytes) -> int:
+    try:
+        return int(json.loads(payload)["id"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return -1  # a malformed result: counted as such, never silently skipped
 
 
 class SerialLine:
