@@ -75,3 +75,37 @@ def test_plc_alignment_counts_resends_and_skips_losses():
     delivered, dups, unmatched = _align_plc(ledger, frames)
     assert delivered == {5, 6, 7, 10}  # 9 never arrived
     assert dups == 2 and unmatched == 1
+
+
+def test_a_sink_refusing_one_result_still_gets_the_rest_of_the_frame(tmp_path):
+    """Two labels first read in the same frame reach the sinks as one batch. A sink that
+    refuses the first (its disk was full for a moment) must still be offered the second,
+    and each lost result must be counted: the soak's books depend on it ("not_offered")."""
+    from edge_runtime import config as config_mod
+    from edge_runtime.service.loop import Service
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "s"}"\n[source]\nkind = "synthetic"\n[[sinks]]\nkind = "stdout"\n')
+    svc = Service(config_mod.load(str(cfg)))
+
+    class FlakySink:
+        kind, name = "jsonl", "flaky"
+
+        def __init__(self) -> None:
+            self.got: list[int] = []
+            self.calls = 0
+
+        def emit(self, r: dict) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError(28, "No space left on device")
+            self.got.append(r["id"])
+
+        def state(self) -> dict:
+            return {}
+
+    sink = FlakySink()
+    svc.sinks = [sink]
+    svc._emit([{"id": 1}, {"id": 2}, {"id": 3}])
+    assert sink.got == [2, 3], "results after a refused one in the same frame were never offered"
+    assert svc.stats.sink_errors["flaky"] == 1 and svc.stats.sink_emitted["flaky"] == 2
