@@ -30,7 +30,7 @@ from mosquitto import Proxy, Subscriber, broker_fixture, make_broker  # noqa: F4
 import edge_runtime
 from edge_runtime.outbox import Outbox
 from edge_runtime.sinks import sink_class
-from edge_runtime.sinks.mqtt import DEFAULTS, KEYS, MqttSink, TLS_KEYS
+from edge_runtime.sinks.mqtt import DEFAULTS, KEYS, TLS_KEYS, TYPES, MqttSink
 
 ROOT = Path(__file__).resolve().parents[1]
 broker = broker_fixture()
@@ -458,6 +458,8 @@ def test_commands_reach_handler_and_garbage_is_ignored(broker, tmp_path, sinks, 
 # --- options ---------------------------------------------------------------------------------
 def test_options_are_documented_and_validated(tmp_path, monkeypatch):
     assert KEYS == set(DEFAULTS) and TLS_KEYS == {"ca_file", "cert_file", "key_file", "insecure"}
+    assert set(TYPES) <= KEYS and all(DEFAULTS[k] is None for k in TYPES if k != "protocol")
+    assert MqttSink("m3", "d", {"protocol": 5}).options["protocol"] == "5"
     assert sink_class("mqtt") is MqttSink and MqttSink.kind == "mqtt"
     s = MqttSink("m0", "dev9", {"outbox": str(tmp_path / "o.sqlite")})
     assert s.options["client_id"] == "edge-runtime-dev9" and s.options["port"] == 1883
@@ -473,6 +475,10 @@ def test_options_are_documented_and_validated(tmp_path, monkeypatch):
         ({"password_env": "NO_SUCH_VAR_X"}, "NO_SUCH_VAR_X"),
         ({"tls": {"ca_file": "/nonexistent/ca.crt"}}, "tls.ca_file"),
         ({"tls": {"cafile": "x"}}, "tls.cafile"),
+        ({"tls": {"insecure": "yes"}}, "tls.insecure"),
+        ({"client_id": [1, 2]}, "client_id"),
+        ({"password_env": ["MQTT_PW"]}, "password_env"),
+        ({"tls": "on"}, "tls must be a table"),
     ]
     monkeypatch.delenv("NO_SUCH_VAR_X", raising=False)
     for opts, needle in bad:

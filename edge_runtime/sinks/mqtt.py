@@ -44,9 +44,11 @@ import paho.mqtt.client as mqtt
 import edge_runtime
 from edge_runtime.outbox import Outbox
 from edge_runtime.sinks.mqtt_commands import BadCommand, parse_command, preview
-from edge_runtime.sinks.mqtt_options import DEFAULTS, KEYS, TLS_DEFAULTS, TLS_KEYS, resolve_options  # TLS_DEFAULTS: config types tls.* from it
+from edge_runtime.sinks.mqtt_options import DEFAULTS, KEYS, TLS_DEFAULTS, TLS_KEYS, TYPES, resolve_options
 
-__all__ = ["MqttSink", "DEFAULTS", "KEYS", "TLS_KEYS", "resolve_options", "encode_result"]
+# The config layer reads DEFAULTS, KEYS, TYPES, TLS_DEFAULTS (types of tls.*), TLS_KEYS, and
+# calls resolve_options for value checks.
+__all__ = ["MqttSink", "DEFAULTS", "KEYS", "TYPES", "TLS_DEFAULTS", "TLS_KEYS", "resolve_options", "encode_result"]
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,19 @@ DEFAULTS: dict[str, Any] = {
 }
 KEYS: frozenset[str] = frozenset(DEFAULTS)
 
+# Types for the config layer where the default (None) does not tell; the others follow their
+# default's type. protocol also takes a bare number (protocol = 5) as people write it in TOML.
+TYPES: dict[str, tuple[type, ...]] = {
+    "protocol": (str, int, float),
+    "tls": (dict,),
+    "username": (str,),
+    "password": (str,),
+    "password_env": (str,),
+    "client_id": (str,),
+    "outbox": (str,),
+}
+_STR_OR_NONE = ("username", "password", "password_env", "client_id", "outbox")
+
 TLS_DEFAULTS: dict[str, Any] = {
     "ca_file": None,      # None -> the system CA store
     "cert_file": None,    # client certificate (mutual TLS), with key_file
@@ -57,6 +70,11 @@ def resolve_options(name: str, device_id: str, options: dict | None) -> dict[str
     if unknown:
         raise ValueError(f"{where}: unknown option {unknown[0]!r} (known: {', '.join(sorted(KEYS))})")
     o = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    for key in _STR_OR_NONE:
+        if o[key] is not None and not isinstance(o[key], str):
+            raise ValueError(f"{where}: {key} must be a string, got {o[key]!r}")
+    if o["tls"] is not None and not isinstance(o["tls"], dict):
+        raise ValueError(f"{where}: tls must be a table {{ca_file, cert_file, key_file, insecure}}, got {o['tls']!r}")
 
     proto = PROTOCOLS.get(str(o["protocol"]))
     if proto is None:
@@ -95,7 +113,12 @@ def resolve_options(name: str, device_id: str, options: dict | None) -> dict[str
         unknown = sorted(set(tls) - TLS_KEYS)
         if unknown:
             raise ValueError(f"{where}: unknown option tls.{unknown[0]} (known: {', '.join(sorted(TLS_KEYS))})")
-        tls = {**TLS_DEFAULTS, **tls}
+        tls = {**TLS_DEFAULTS, **{k: v for k, v in tls.items() if v is not None}}
+        for key in ("ca_file", "cert_file", "key_file"):
+            if tls[key] is not None and not isinstance(tls[key], str):
+                raise ValueError(f"{where}: tls.{key} must be a path string, got {tls[key]!r}")
+        if not isinstance(tls["insecure"], bool):
+            raise ValueError(f"{where}: tls.insecure must be true or false, got {tls['insecure']!r}")
         for key in ("ca_file", "cert_file", "key_file"):
             if tls[key] and not os.path.isfile(tls[key]):
                 raise ValueError(f"{where}: tls.{key} {tls[key]} does not exist or is not a file")
