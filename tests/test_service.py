@@ -495,3 +495,28 @@ def test_source_failing_at_run_time_is_reopened_and_logged_once(tmp_path, caplog
     failed = [r for r in caplog.records if r.getMessage().startswith("source failed")]
     assert len(failed) == 1 and "No such device" in failed[0].getMessage()
     assert any(r.getMessage() == "source reopened" for r in caplog.records)
+
+
+def test_trigger_events_in_order_repeats_ignored_and_wrong_source_refused():
+    from edge_runtime.service.trigger import Trigger, parse_state
+
+    assert [parse_state(x) for x in ("LON", "loff", "on", "OFF", True, "toggle")] == [True, False, True, False, True, None]
+    t = Trigger("single", "serial")
+    assert not t.reading
+    t.on_serial("on")
+    t.on_serial("on")  # PLCs resend: still one window
+    t.on_mqtt({"cmd": "LOFF"})  # from the wrong peer: ignored
+    [(kind, _, w)] = t.poll()
+    assert kind == "open" and t.reading and t.windows == 1
+    w.results = 1
+    assert not t.reading  # single: one result per window, then stop reading
+    t.on_serial("off")
+    t.on_serial("bogus")  # logged, ignored
+    assert [k for k, _, _ in t.poll()] == ["close"] and t.window is None
+    s = Trigger("window", "signal")
+    s.on_signal()
+    s.on_signal()
+    assert [k for k, _, _ in s.poll()] == ["open", "close"]
+    c = Trigger("continuous")
+    c.push(False)
+    assert c.poll() == [] and c.reading
