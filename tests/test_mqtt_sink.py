@@ -487,6 +487,12 @@ def test_options_are_documented_and_validated(tmp_path, monkeypatch):
         assert needle in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="device_id"):
         MqttSink("m0", "a/b", {})
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    s = MqttSink("m0", "dev9", {"outbox": str(blocker / "o.sqlite")})
+    with pytest.raises(RuntimeError, match=f"cannot open outbox {blocker}/o.sqlite"):
+        s.start()
+    s.close()
 
 
 def test_mqtt5_acl_refusal_keeps_results_until_acl_is_fixed(make_broker, tmp_path, sinks):

@@ -33,6 +33,7 @@ import collections
 import json
 import logging
 import math
+import sqlite3
 import ssl
 import threading
 import time
@@ -191,7 +192,11 @@ class MqttSink:
         with self._outbox_lock:
             if self._outbox is None:
                 o = self.options
-                self._outbox = Outbox(o["outbox"], max_mb=o["outbox_max_mb"], policy=o["outbox_policy"])
+                try:
+                    self._outbox = Outbox(o["outbox"], max_mb=o["outbox_max_mb"], policy=o["outbox_policy"])
+                except (OSError, sqlite3.Error) as e:
+                    # sqlite's "unable to open database file" does not say which file.
+                    raise RuntimeError(f"mqtt sink {self.name!r}: cannot open outbox {o['outbox']}: {e}") from None
             return self._outbox
 
     # ---- Sink API ------------------------------------------------------------------------
