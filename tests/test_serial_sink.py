@@ -322,7 +322,7 @@ def test_failed_write_keeps_frame_and_reopens(pair, make_sink, plcs, caplog) -> 
     wait_for(lambda: len(plc.frames) >= 3, what="3 frames")
     assert failures == [b"\x02CODE-00001\x03"]
     assert ids_of(plc.frames) == [1, 2, 3]
-    assert sink.state()["delivered"] == 3
+    wait_for(lambda: sink.state()["delivered"] == 3, what="3 delivered", detail=sink.state)
     assert sum("lost" in r.getMessage() for r in caplog.records) == 1
 
 

@@ -26,7 +26,8 @@ Options (``DEFAULTS``; every key in ``KEYS``):
   frame is never dropped for lack of an ACK. Delivery is at-least-once: an ACK lost on the line
   makes the PLC see the frame again.
 - trigger_on "LON", trigger_off "LOFF": commands the PLC sends on the same port (terminated by
-  CR, LF or CRLF, or wrapped in STX/ETX); they call trigger_handler("on"|"off") in order.
+  CR, LF or CRLF, or wrapped in STX/ETX); they call trigger_handler("on"|"off") in order,
+  from the sink's I/O thread (the handler must return quickly: deliveries wait for it).
 - outbox: path of the durable outbox (sqlite). A frame is stored there inside emit(), before
   anything else, and leaves it only once written and flushed (ack=false) or ACKed (ack=true).
   Without a path the queue lives in memory (a warning says so). outbox_max_mb 16;
@@ -34,10 +35,14 @@ Options (``DEFAULTS``; every key in ``KEYS``):
 - reopen_interval_s 1.0: a missing or vanished port (USB adapter unplugged) is retried this often.
 
 Counters in state() count frames (one frame may carry several codes).
+
+A write cut short by an unplug is sent again, whole, after the port returns: the PLC may see a
+torn fragment first, which its STX/ETX (or line) framing discards.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -97,6 +102,21 @@ PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 REQUIRED = ("port",)
+
+
+def describe(err: BaseException) -> str:
+    """Short reason for a log line: pyserial repeats the path (which the line already names)
+    inside its messages, e.g. "[Errno 2] could not open port X: [Errno 2] No such file..."."""
+    code = getattr(err, "errno", None)
+    if isinstance(err, serial.SerialTimeoutException):
+        return "write timed out (flow control holding the line?)"
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK) and "lock" in str(err):
+        return "in use by another process (locked)"
+    if isinstance(code, int) and code > 0:
+        return f"{os.strerror(code)} (errno {code})"
+    if isinstance(err, termios.error) and err.args and isinstance(err.args[0], int):
+        return f"{os.strerror(err.args[0])} (errno {err.args[0]})"
+    return str(err) or type(err).__name__
 
 
 def validate_options(name: str, device_id: str, options: dict) -> dict:
@@ -188,6 +208,7 @@ class SerialSink:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
+        self._closed = False
         self._down_logged = False  # "port not available" is logged once per outage
         self._stuck_logged: int | None = None  # frame id whose ACK failure was logged
         self._acks: list[str] = []  # ACK/NAK events not yet consumed by the writer
@@ -223,7 +244,11 @@ class SerialSink:
         """
         if not results:
             return
+        before = self._outbox.dropped
         self._outbox.put(int(results[0]["id"]), self.encode(results))
+        if self._outbox.dropped != before and (before == 0 or self._outbox.dropped % 1000 == 0):
+            log.warning("serial sink %s: outbox full (%s MB, %s): %d frame(s) dropped so far",
+                        self.name, self.opts["outbox_max_mb"], self.opts["outbox_policy"], self._outbox.dropped)
         self._wake()
 
     def state(self) -> dict:
@@ -239,6 +264,8 @@ class SerialSink:
 
     def close(self, timeout: float = 5.0) -> None:
         """Give queued frames up to `timeout` s to go out, then stop; the rest stay in the outbox."""
+        if self._closed:
+            return
         deadline = time.monotonic() + timeout
         if self._thread is not None:
             while self._port is not None and self._outbox.depth() and time.monotonic() < deadline:
@@ -256,6 +283,7 @@ class SerialSink:
                 log.warning("serial sink %s: I/O thread did not stop within %.1f s", self.name, timeout)
                 return  # it still uses the port and the outbox; leave them to it (daemon thread)
             self._thread = None
+        self._closed = True
         self._close_port()
         self._outbox.close()
         os.close(self._wake_r)
@@ -264,6 +292,8 @@ class SerialSink:
     # -- I/O thread ----------------------------------------------------------------------------
 
     def _wake(self) -> None:
+        if self._closed:
+            return
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
@@ -291,10 +321,10 @@ class SerialSink:
                 parity=_PARITIES[o["parity"]], stopbits=_STOPBITS[o["stopbits"]], rtscts=o["rtscts"],
                 timeout=0, write_timeout=self._write_timeout(), exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
-            self.last_error = f"open {self._port_path}: {e}"
+            self.last_error = f"open {self._port_path}: {describe(e)}"
             if not self._down_logged:
                 log.warning("serial port %s not available: %s; retrying every %.1f s",
-                            self._port_path, e, o["reopen_interval_s"])
+                            self._port_path, describe(e), o["reopen_interval_s"])
                 self._down_logged = True
             return False
         with self._port_lock:
@@ -315,10 +345,10 @@ class SerialSink:
         return 2.0 + 16384 * 11 / self.opts["baudrate"]
 
     def _lost(self, err: Exception) -> None:
-        self.last_error = f"{self._port_path}: {err}"
+        self.last_error = f"{self._port_path}: {describe(err)}"
         if not self._down_logged:
             log.warning("serial port %s lost: %s; reopening every %.1f s",
-                        self._port_path, err, self.opts["reopen_interval_s"])
+                        self._port_path, describe(err), self.opts["reopen_interval_s"])
             self._down_logged = True
         self._close_port()
         self._stop.wait(self.opts["reopen_interval_s"])
