@@ -4,7 +4,7 @@
 #   sysdeps.sh test  -> also mosquitto and socat (the tests start their own broker and pty pairs)
 set -euo pipefail
 want=(libzbar0)
-[[ "${1:-run}" == test ]] && want+=(mosquitto socat)
+[[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl)
 
 missing=()
 for pkg in "${want[@]}"; do
