@@ -432,28 +432,36 @@ class Service:
             self._emit([noread_result(rid, self.device_id, window.opened, ts, window.frames, window.last_frame)])
 
     def _emit(self, results: list[dict]) -> None:
-        """Every sink gets every result; one sink failing never keeps it from the others.
+        """Every sink gets every result; one sink failing never keeps it from the others,
+        and one result a sink refuses never keeps the next ones from that sink.
 
         Durable sinks (outbox) go first: a result anyone has seen (a stdout line, a jsonl
-        record) is then already committed for the plant, even if we are killed right after."""
+        record) is then already committed for the plant, even if we are killed right after.
+        Several results from one frame go to a sink with `emit_many` as one batch (the serial
+        sink sends them in one PLC frame); the others get them one by one."""
         self.last_result_id = results[-1]["id"]
         for sink in sorted(self.sinks, key=lambda s: getattr(s, "kind", "") not in DURABLE_KINDS):
-            try:
-                many = getattr(sink, "emit_many", None)
-                if many is not None and len(results) > 1:
-                    many(results)
-                else:
-                    for r in results:
-                        sink.emit(r)
-                self.stats.sink_emitted[sink.name] = self.stats.sink_emitted.get(sink.name, 0) + len(results)
-            except Exception as exc:  # noqa: BLE001
-                self.stats.sink_errors[sink.name] = self.stats.sink_errors.get(sink.name, 0) + 1
-                now = time.monotonic()
-                if now - self._sink_errlog.get(sink.name, -1e9) >= _SINK_ERROR_LOG_S:
-                    self._sink_errlog[sink.name] = now
-                    log.error("sink %s failed on result %d: %s: %s (%d error(s) so far)", sink.name,
-                              results[0]["id"], type(exc).__name__, exc, self.stats.sink_errors[sink.name],
-                              extra={"fields": {"event": "sink_error", "sink": sink.name}})
+            many = getattr(sink, "emit_many", None)
+            if many is not None and len(results) > 1:
+                batches = [(results, many)]
+            else:
+                batches = [([r], sink.emit) for r in results]
+            for batch, call in batches:
+                try:
+                    call(batch if call is many else batch[0])
+                except Exception as exc:  # noqa: BLE001
+                    self._sink_failed(sink, batch[0]["id"], exc)
+                    continue
+                self.stats.sink_emitted[sink.name] = self.stats.sink_emitted.get(sink.name, 0) + len(batch)
+
+    def _sink_failed(self, sink: Any, rid: int, exc: Exception) -> None:
+        self.stats.sink_errors[sink.name] = self.stats.sink_errors.get(sink.name, 0) + 1
+        now = time.monotonic()
+        if now - self._sink_errlog.get(sink.name, -1e9) >= _SINK_ERROR_LOG_S:
+            self._sink_errlog[sink.name] = now
+            log.error("sink %s failed on result %d: %s: %s (%d error(s) so far)", sink.name, rid,
+                      type(exc).__name__, exc, self.stats.sink_errors[sink.name],
+                      extra={"fields": {"event": "sink_error", "sink": sink.name}})
 
     def _reopen_source(self) -> None:
         from edge_runtime.capture import open_source
