@@ -87,7 +87,7 @@ SECTIONS: dict[str, dict[str, Opt]] = {
     },
     "metrics": {
         "port": Opt((int,), None, minimum=0, maximum=65535),
-        "host": Opt((str,), "0.0.0.0"),
+        "host": Opt((str,), "127.0.0.1"),  # scraping from the network is a choice: host = "0.0.0.0"
     },
     "log": {
         "level": Opt((str,), "info", choices=("debug", "info", "warning", "error")),
