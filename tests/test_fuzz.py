@@ -17,7 +17,6 @@ import json
 import logging
 import signal
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -224,9 +223,18 @@ payloads = st.one_of(st.binary(max_size=600), st.text(max_size=300).map(lambda s
                                                b",", b";", b"|", b"\x7f", b"\xff", "é".encode()]), max_size=40).map(b"".join))
 
 
+@pytest.fixture(scope="module")
+def jsonl_sink(tmp_path_factory):
+    path = tmp_path_factory.mktemp("jsonl") / "results.jsonl"
+    sink = JsonlSink("j", "dev", {"path": str(path)})
+    sink.start()
+    yield sink, path
+    sink.close()
+
+
 @fuzz(300)
 @given(raws=st.lists(payloads, min_size=1, max_size=3))
-def test_every_sink_encoder_keeps_its_format_for_any_payload(serial_sinks, raws):
+def test_every_sink_encoder_keeps_its_format_for_any_payload(serial_sinks, jsonl_sink, raws):
     results = [result_for(raw, rid=i + 1) for i, raw in enumerate(raws)]
     for r, raw in zip(results, raws):
         assert payload_of(r) == raw  # the result dict itself is lossless
@@ -238,6 +246,14 @@ def test_every_sink_encoder_keeps_its_format_for_any_payload(serial_sinks, raws)
         StdoutSink("o", "dev", stream=buf).emit(r)
         line = buf.getvalue()
         assert line.isascii() and line.count("\n") == 1 and line.endswith("\n") and json.loads(line) == r
+        sink, path = jsonl_sink
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            end = f.tell()
+            sink.emit(r)
+            f.seek(end)
+            written = f.read()
+        assert written.isascii() and written.count(b"\n") == 1 and json.loads(written) == r
     for sink, (prefix, suffix, sep, control, checksum) in zip(serial_sinks, FRAMINGS):
         p, s, sp = prefix.encode("latin-1"), suffix.encode("latin-1"), sep.encode("latin-1")
         frame = sink.encode(results)
