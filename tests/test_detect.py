@@ -1,0 +1,157 @@
+"""The shipped INT8 detector models, loaded through the runtime backends.
+
+Frames are drawn here (segno + OpenCV), independent of the training generator, so the test
+also checks that the model generalises beyond its own synthetic data a little.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import segno
+
+from edge_runtime import detect
+from edge_runtime.detect import DetectorUnavailable
+from edge_runtime.detect import manifest as mf
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+
+
+def _render(frame_hw, codes, seed=0):
+    """codes: [(text, version, module_px, angle_deg, (cx, cy))] -> (gray frame, [quad])."""
+    rng = np.random.default_rng(seed)
+    h, w = frame_hw
+    img = np.full((h, w), 150, np.float32) + rng.normal(0, 3, (h, w)).astype(np.float32)
+    quads = []
+    for text, version, module, angle, (cx, cy) in codes:
+        m = np.array(segno.make_qr(text, version=version, error="m").matrix, np.float32)
+        n = m.shape[0]
+        src = cv2.resize(np.pad(m, 4), ((n + 8) * 8,) * 2, interpolation=cv2.INTER_NEAREST)
+        side = (n + 8) * module
+        c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+        base = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * side / 2
+        dst = base @ np.array([[c, -s], [s, c]], np.float32).T + (cx, cy)
+        hm = cv2.getPerspectiveTransform(np.array([[0, 0], [src.shape[1], 0], [src.shape[1]] * 2,
+                                                   [0, src.shape[0]]], np.float32), dst.astype(np.float32))
+        code = cv2.warpPerspective(src, hm, (w, h), flags=cv2.INTER_LINEAR)
+        alpha = cv2.warpPerspective(np.ones_like(src), hm, (w, h), flags=cv2.INTER_LINEAR)
+        img = img * (1 - alpha) + (235 - 215 * code) * alpha
+        q = np.array([[32, 32], [src.shape[1] - 32, 32], [src.shape[1] - 32] * 2, [32, src.shape[0] - 32]], np.float32)
+        quads.append(cv2.perspectiveTransform(q[None], hm)[0])
+    return np.clip(img, 0, 255).astype(np.uint8), quads
+
+
+def _iou(a, b):
+    a = cv2.convexHull(np.asarray(a, np.float32))
+    b = cv2.convexHull(np.asarray(b, np.float32))
+    inter, _ = cv2.intersectConvexConvex(a, b)
+    return inter / (cv2.contourArea(a) + cv2.contourArea(b) - inter)
+
+
+CASES = {
+    "one upright": ((480, 640), [("HELLO LINE 7", 2, 4.0, 0, (320, 240))]),
+    "rotated small": ((480, 640), [("LOT 42-A", 1, 2.5, 30, (160, 330))]),
+    "two codes": ((480, 640), [("PALLET 0001", 3, 3.5, 10, (170, 200)), ("PALLET 0002", 5, 3.0, -25, (470, 280))]),
+    "wide frame": ((720, 1280), [("CARTON 7", 4, 6.0, 45, (900, 360))]),
+}
+
+
+@pytest.fixture(scope="module", params=["tflite", "ncnn"])
+def detector(request):
+    return detect.load(request.param)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_shipped_model_finds_codes(detector, case):
+    hw, codes = CASES[case]
+    frame, truth = _render(hw, codes)
+    dets = detector.detect(frame)
+    assert len(dets) == len(truth), (case, [d.score for d in dets])
+    for q in truth:
+        best = max(_iou(d.corners, q) for d in dets)
+        assert best >= 0.5, (case, best)
+    for d in dets:
+        assert len(d.corners) == 4 and 0.0 < d.score <= 1.0
+        xs, ys = zip(*d.corners)
+        assert min(xs) >= 0 and max(xs) <= hw[1] and min(ys) >= 0 and max(ys) <= hw[0]
+
+
+def test_empty_frame_has_no_detections(detector):
+    rng = np.random.default_rng(3)
+    frame = cv2.GaussianBlur(rng.integers(60, 200, (480, 640)).astype(np.uint8), (0, 0), 6)
+    assert detector.detect(frame) == []
+
+
+def test_tflite_and_ncnn_agree():
+    tfl, ncn = detect.load("tflite"), detect.load("ncnn")
+    for case, (hw, codes) in CASES.items():
+        frame, _ = _render(hw, codes, seed=1)
+        a, b = tfl.detect(frame), ncn.detect(frame)
+        assert len(a) == len(b), case
+        for da in a:
+            assert max(_iou(da.corners, db.corners) for db in b) >= 0.5, case
+
+
+def test_shipped_manifest_matches_files_and_limits():
+    m = json.loads((MODELS / "manifest.json").read_text())
+    assert m["name"] and m["version"].count(".") == 2
+    for name, entry in m["files"].items():
+        p = MODELS / name
+        assert mf.sha256(p) == entry["sha256"], name
+        assert p.stat().st_size <= 1_000_000, name  # product card: each model file <= 1 MB
+    assert m["formats"]["tflite"]["precision"] == "int8" and m["formats"]["ncnn"]["precision"] == "int8"
+    assert "8=2" in (MODELS / m["formats"]["ncnn"]["param"]).read_text()  # int8 convolutions
+    assert m["metrics"]["models"]["tflite_int8"]["per_category"]["overall"]["recall"] is not None
+    assert m["build"]["command"].startswith("python -m quantize all")
+
+
+def test_tflite_model_is_full_integer():
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(MODELS / json.loads((MODELS / "manifest.json").read_text())["formats"]["tflite"]["model"]))
+    assert it.get_input_details()[0]["dtype"] == np.int8
+    assert not [t["name"] for t in it.get_tensor_details() if t["dtype"] == np.float32]
+
+
+@pytest.mark.parametrize("backend,key", [("tflite", "model"), ("ncnn", "bin"), ("ncnn", "param")])
+def test_sha256_mismatch_is_refused(tmp_path, backend, key):
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    target = copy / m["formats"][backend][key]
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    with pytest.raises(DetectorUnavailable) as exc:
+        detect.load(backend, model_dir=copy)
+    msg = str(exc.value)
+    assert "sha256 mismatch" in msg and target.name in msg and "\n" not in msg
+
+
+def test_missing_manifest_and_file_are_clear(tmp_path):
+    with pytest.raises(DetectorUnavailable, match="manifest not found"):
+        detect.load("tflite", model_dir=tmp_path)
+    copy = tmp_path / "m"
+    shutil.copytree(MODELS, copy)
+    (copy / json.loads((copy / "manifest.json").read_text())["formats"]["ncnn"]["bin"]).unlink()
+    with pytest.raises(DetectorUnavailable, match="model file missing"):
+        detect.load("ncnn", model_dir=copy)
+    # auto falls back to whole-frame reading instead of failing
+    assert detect.load("auto", model_dir=tmp_path) is None
+
+
+def test_env_var_picks_model_dir(tmp_path, monkeypatch):
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(MODELS, copy)
+    monkeypatch.setenv(mf.ENV, str(copy))
+    assert mf.default_model_dir() == copy
+    assert detect.load("tflite").model_dir == copy
+    monkeypatch.setenv(mf.ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(DetectorUnavailable, match="nowhere"):
+        detect.load("ncnn")
