@@ -73,6 +73,19 @@ SECTIONS: dict[str, dict[str, Opt]] = {
                         choices=("zxing", "opencv", "zbar")),
         "detector": Opt((str,), "auto", choices=("auto", "tflite", "ncnn", "none")),
         "deadline_ms": Opt((int, float), 33.0, minimum=1),
+        # Motion blur: the belt's direction in the image (degrees, 0 = +x) and, when both
+        # are given, speed x exposure = the smear length tried first (else estimated per ROI).
+        "blur_angle": Opt((int, float), None, minimum=0, maximum=180),
+        "speed_px_s": Opt((int, float), None, minimum=0),
+        "exposure_ms": Opt((int, float), None, minimum=0),
+        # A code the detector is this sure of that nothing could read is a noread event
+        # when its label leaves the view unread (needs a detector).
+        "noread_events": Opt((bool,), True),
+        "noread_score": Opt((int, float), 0.6, minimum=0, maximum=1),
+        # Save each noread's image (PNG) here for diagnosis; oldest removed beyond the limits.
+        "noread_dir": Opt((str,), None),
+        "noread_keep": Opt((int,), 200, minimum=1),
+        "noread_max_mb": Opt((int, float), 50.0, minimum=0.1),
     },
     "trigger": {
         "mode": Opt((str,), "continuous", choices=("continuous", "window", "single")),

@@ -142,3 +142,78 @@ class Tracker:
         if across > limit or along < -self.max_distance_px * _BACKTRACK:
             return None
         return math.hypot(dx, dy)
+
+
+@dataclass
+class NoreadTrack:
+    """A detected code nothing could read, followed while it crosses the view."""
+
+    tid: int
+    center: tuple[float, float]
+    corners: list
+    first_seen: float
+    last_seen: float
+    first_frame: int
+    last_frame: int
+    frames: int = 1
+    read: bool = False
+    image: object = field(default=None, repr=False)  # last crop, kept only when noread images are saved
+
+
+class NoreadTracker:
+    """Turns per-frame "detected but unreadable" quads into one noread per label.
+
+    A hard label is often unreadable in some frames and read in others; reporting a
+    noread per frame would flood the PLC with false alarms. So a noread is reported when
+    its label *leaves the view* (unseen for `window_s`) without ever having been read near
+    where it was, and only if it was seen in at least `min_frames` frames (one frame of a
+    detector false positive is not a label). This is what line scanners call a no-read:
+    one per item that passed without a read.
+    """
+
+    def __init__(self, window_s: float = 2.0, max_distance_px: float = 200.0, min_frames: int = 2) -> None:
+        self.window_s = float(window_s)
+        self.max_distance_px = float(max_distance_px)
+        self.min_frames = int(min_frames)
+        self._tracks: list[NoreadTrack] = []
+        self._next_tid = 1
+
+    @property
+    def tracks(self) -> list[NoreadTrack]:
+        return list(self._tracks)
+
+    def update(self, noreads: list[Code], reads: list[Code], ts: float, frame_index: int) -> list[NoreadTrack]:
+        """Feed one frame; returns the tracks whose label left the view unread."""
+        for code in noreads:
+            t = self._nearest(code.center, frame_index)
+            if t is None:
+                t = NoreadTrack(self._next_tid, code.center, list(code.corners), ts, ts, frame_index, frame_index)
+                self._next_tid += 1
+                self._tracks.append(t)
+            else:
+                t.center, t.corners, t.last_seen = code.center, list(code.corners), max(t.last_seen, ts)
+                if frame_index != t.last_frame:
+                    t.frames += 1
+                t.last_frame = frame_index
+        for code in reads:
+            t = self._nearest(code.center, frame_index)
+            if t is not None:
+                t.read = True
+        gone = [t for t in self._tracks if ts - t.last_seen > self.window_s]
+        self._tracks = [t for t in self._tracks if ts - t.last_seen <= self.window_s][-MAX_TRACKS:]
+        return [t for t in gone if not t.read and t.frames >= self.min_frames]
+
+    def flush(self) -> list[NoreadTrack]:
+        """At shutdown or end of source: labels still in view that were never read."""
+        out = [t for t in self._tracks if not t.read and t.frames >= self.min_frames]
+        self._tracks.clear()
+        return out
+
+    def _nearest(self, center: tuple[float, float], frame_index: int) -> NoreadTrack | None:
+        best, best_d = None, math.inf
+        for t in self._tracks:
+            gap = max(1, frame_index - t.last_frame)
+            d = math.hypot(center[0] - t.center[0], center[1] - t.center[1])
+            if d <= self.max_distance_px * gap and d < best_d:
+                best, best_d = t, d
+        return best

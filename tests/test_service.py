@@ -488,9 +488,11 @@ def test_source_failing_at_run_time_is_reopened_and_logged_once(tmp_path, caplog
         original = svc.source
         with caplog.at_level("INFO", logger="edge_runtime.service"):
             svc.source = Unplugged()
-            original.close()
             reads = svc.stats.reads
             wait_for(lambda: svc.stats.reads >= reads + 2, what="reads after the reopen")
+        # Closed only now: the loop may still have been inside original.read() at the swap,
+        # and a source closed under it fails with some other error than the device's.
+        original.close()
     assert svc.stats.source_errors == 1
     failed = [r for r in caplog.records if r.getMessage().startswith("source failed")]
     assert len(failed) == 1 and "No such device" in failed[0].getMessage()

@@ -66,6 +66,8 @@ class Service:
         self.ids: IdAllocator | None = None
         self.metrics = None
         self.tracker = self._make_tracker(config)
+        self.noread_tracker = self._make_noread_tracker(config)
+        self.noread_store = self._make_noread_store(config)
         self.trigger = self._make_trigger(config)
         self.state_dir = config["state_dir"]
         self.device_id = config["device_id"]
@@ -204,7 +206,11 @@ class Service:
 
         r = cfg["reader"]
         try:
-            return Reader(r["decoders"], detector=r["detector"], deadline_ms=r["deadline_ms"])
+            lengths = []
+            if r["speed_px_s"] and r["exposure_ms"]:
+                lengths.append(r["speed_px_s"] * r["exposure_ms"] / 1000.0)
+            return Reader(r["decoders"], detector=r["detector"], deadline_ms=r["deadline_ms"],
+                          blur_angle=r["blur_angle"], blur_lengths=lengths, noread_score=r["noread_score"])
         except Exception as exc:  # noqa: BLE001 - DetectorUnavailable, no decoder...
             raise ServiceError(f"reader: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
@@ -212,6 +218,20 @@ class Service:
     def _make_tracker(cfg: Config) -> Tracker:
         d = cfg["dedup"]
         return Tracker(window_s=d["window_s"], max_distance_px=d["max_distance_px"], direction=d["direction"])
+
+    @staticmethod
+    def _make_noread_tracker(cfg: Config):
+        from edge_runtime.track import NoreadTracker
+
+        d = cfg["dedup"]
+        return NoreadTracker(window_s=d["window_s"], max_distance_px=d["max_distance_px"])
+
+    @staticmethod
+    def _make_noread_store(cfg: Config):
+        from edge_runtime.service.noread_store import NoreadStore
+
+        r = cfg["reader"]
+        return NoreadStore(r["noread_dir"], r["noread_keep"], r["noread_max_mb"]) if r["noread_dir"] else None
 
     @staticmethod
     def _make_trigger(cfg: Config) -> Trigger:
@@ -347,6 +367,7 @@ class Service:
             if frame is None:
                 log.info("source finished after %d frames", self.stats.frames,
                          extra={"fields": {"event": "source_finished"}})
+                self._emit_noreads(self.noread_tracker.flush())
                 return
             backoff = _SOURCE_BACKOFF[0]
             if not self._source_ok:
@@ -403,10 +424,22 @@ class Service:
             window.last_frame = frame.index
         if not trig.reading:
             return
-        codes = self.reader.read(frame.image)  # an exception here is a frame error (_loop)
+        # an exception here is a frame error (_loop)
+        events = trig.mode == "continuous" and self.config["reader"]["noread_events"]
+        codes = self.reader.read(frame.image, noreads=events)
+        unread = [c for c in codes if c.kind == "noread"]
+        codes = [c for c in codes if c.kind != "noread"]
         t2 = time.perf_counter()
         self.stats.observe("read", (t2 - t1) * 1000)
         self.stats.codes += len(codes)
+        if events:
+            gone = self.noread_tracker.update(unread, codes, frame.ts, frame.index)
+            if self.noread_store is not None and unread:
+                # The label's image as last seen: by the time it counts as a noread it has left.
+                for t in self.noread_tracker.tracks:
+                    if t.last_frame == frame.index and not t.read:
+                        t.image = self.noread_store.crop(frame.image, t.corners)
+            self._emit_noreads(gone)
         new = self.tracker.update(codes, frame.ts, frame.index) if codes else []
         if trig.mode == "single":
             new = new[:1]
@@ -424,6 +457,16 @@ class Service:
         t4 = time.perf_counter()
         self.stats.observe("sinks", (t4 - t3) * 1000)
         self.stats.observe("total", (t4 - t1) * 1000)
+
+    def _emit_noreads(self, gone: list) -> None:
+        """Labels the detector saw that left the view without a read: one noread each."""
+        for t in gone:
+            rid = self.ids.next()
+            self.stats.noreads += 1
+            if self.noread_store is not None and t.image is not None:
+                self.noread_store.save(rid, t.image)
+            self._emit([noread_result(rid, self.device_id, t.first_seen, t.last_seen, t.frames,
+                                      t.last_frame, corners=t.corners, stage="detected")])
 
     def _close_window(self, window, ts: float) -> None:
         if window.results == 0 and self.trigger.noread:
@@ -502,6 +545,9 @@ class Service:
         self.reader = reader
         if new["dedup"] != old["dedup"]:
             self.tracker = self._make_tracker(new)
+            self.noread_tracker = self._make_noread_tracker(new)
+        if new["reader"] != old["reader"]:
+            self.noread_store = self._make_noread_store(new)
         if new["trigger"] != old["trigger"]:
             if self.trigger.window is not None:
                 log.warning("reload: trigger changed while a window was open; the window is dropped")

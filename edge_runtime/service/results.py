@@ -71,8 +71,11 @@ def noread_result(
     frames: int,
     frame_index: int,
     now: float | None = None,
+    corners: list | None = None,
+    stage: str = "",
 ) -> dict:
-    """A trigger window closed with nothing read: the PLC must still get an answer."""
+    """A trigger window closed with nothing read, or a detected label left the view
+    unread (then with its last `corners`): the PLC must still get an answer."""
     return {
         "id": rid,
         "device_id": device_id,
@@ -80,9 +83,9 @@ def noread_result(
         "kind": "noread",
         "text": None,
         "format": "QRCode",
-        "corners": [],
+        "corners": [[round(float(x), 1), round(float(y), 1)] for x, y in (corners or [])],
         "decoder": "",
-        "stage": "",
+        "stage": stage,
         "frame": int(frame_index),
         "latency_ms": _latency_ms(closed, now),
         "first_seen": rfc3339(opened),
