@@ -27,7 +27,7 @@ class Config:
     train_frames: int = 8000
     val_frames: int = 1200
     calib_frames: int = 256
-    epochs: int = 5
+    epochs: int = 12
     batch: int = 16
     lr: float = 3e-3
     train_budget_s: float = 50 * 60  # the budget is 60 min; leave room for the rest
