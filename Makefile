@@ -27,7 +27,7 @@ $(VENV)/.installed-run: setup.cfg pyproject.toml | $(VENV)/bin/python
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml | $(VENV)/bin/python
 	./scripts/sysdeps.sh test
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,quantize]'
 	touch $@ $(VENV)/.installed-run
 
 bench: setup-test

@@ -42,8 +42,9 @@ PAYLOADS: dict[str, bytes] = {
     "framing": b"\x02LOT-1\x03\r\nLOT-2\r\x06\x15,\\x02",
 }
 SINKS = ("stdout", "jsonl", "mqtt", "serial")
-# Lines native code prints on stderr by itself (TFLite when the INT8 detector loads).
-NATIVE_STDERR = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+# Lines native code may print on stderr by itself. None any more: the TFLite backend
+# silences LiteRT's "INFO: Created ... XNNPACK delegate" line while it loads.
+NATIVE_STDERR: tuple[str, ...] = ()
 # Bytes that must never appear raw on a terminal or in a log line (LF ends lines; TAB is harmless).
 RAW_FORBIDDEN = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9\xae]")
 

@@ -43,7 +43,8 @@ def load(name: str = "auto", **options):
         try:
             return getattr(importlib.import_module(module), cls)(**options)
         except (ImportError, OSError, DetectorUnavailable) as exc:
-            errors.append(f"{n}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            errors.append(msg if msg.startswith(f"{n}:") else f"{n}: {msg}")
     if name == "auto":
         log.info("no detector model available (%s); reading whole frames only", "; ".join(errors))
         return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +22,10 @@ class TFLiteDetector(ModelDetector):
     file_keys = ("model",)
 
     def _load(self, paths: dict[str, Path]) -> None:
-        self.interp = Interpreter(model_path=str(paths["model"]), num_threads=self.threads)
-        self.interp.allocate_tensors()
+        with _native_stderr_silenced():
+            self.interp = Interpreter(model_path=str(paths["model"]), num_threads=self.threads)
+            self.interp.allocate_tensors()
+            self.interp.invoke()  # the XNNPACK delegate announces itself on first use
         self._in = self.interp.get_input_details()[0]
         self._out = self.interp.get_output_details()[0]
         g = np.arange(256, dtype=np.float64) / 255.0
@@ -39,3 +44,25 @@ class TFLiteDetector(ModelDetector):
             scale, zp = self._out["quantization"]
             y = (y.astype(np.float32) - zp) * scale
         return np.ascontiguousarray(y.transpose(2, 0, 1))
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to
+    file descriptor 2, outside Python's logging: one raw line in a stream where every
+    line must be a JSON log object. Point fd 2 at /dev/null for the few milliseconds of
+    loading; Python-level writes are flushed first so none of ours is lost."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
