@@ -72,6 +72,9 @@ SECTIONS: dict[str, dict[str, Opt]] = {
         "decoders": Opt((list,), ["zxing", "opencv", "zbar"], items=(str,),
                         choices=("zxing", "opencv", "zbar")),
         "detector": Opt((str,), "auto", choices=("auto", "tflite", "ncnn", "none")),
+        # Model version (a folder in the models dir); "" = the newest that passes its checks.
+        # A version that fails its sha256 check or self-test is refused: the last good one runs.
+        "model": Opt((str,), ""),
         "deadline_ms": Opt((int, float), 33.0, minimum=1),
         # Motion blur: the belt's direction in the image (degrees, 0 = +x) and, when both
         # are given, speed x exposure = the smear length tried first (else estimated per ROI).

@@ -42,6 +42,8 @@ class Reader:
       blur_angle   direction of motion blur in degrees (0 = along x, the conveyor), None = estimate
       blur_lengths smear lengths in px to try first (e.g. speed x exposure), estimated when empty
       noread_score a detection this confident that nothing could read becomes a noread
+      model        detector model version ("" = the newest that passes its checks)
+      keep         the running detector, kept if the wanted model version is refused (reload)
     """
 
     def __init__(
@@ -60,7 +62,12 @@ class Reader:
         self.decoders = {n: d for n, d in loaded.items() if d is not None}
         if not self.decoders:
             raise RuntimeError("no decoder backend could be loaded (install zxing-cpp, opencv or libzbar0)")
-        self.detector = detectors.load(detector, **detector_options)
+        # A model version that passes its sha256 check and self-test; which one and why
+        # another was refused is reported (service status, `edge-runtime models`).
+        choice = detectors.choose(detector, **detector_options)
+        self.detector = choice.detector
+        self.model_version: str | None = choice.version
+        self.model_fallback: str | None = choice.fallback
         self.deadline_ms = deadline_ms
         self.retries = retries
         self.blur_angle = blur_angle

@@ -31,11 +31,40 @@ class DetectorUnavailable(RuntimeError):
     """The named detector cannot run here (model file missing, hash mismatch, no runtime)."""
 
 
-def load(name: str = "auto", **options):
+@dataclass
+class Choice:
+    """What `choose` settled on: the detector (None: whole-frame reading), its model version,
+    and why a wanted version was refused (None when nothing was)."""
+
+    detector: object | None
+    version: str | None = None
+    fallback: str | None = None
+
+
+def choose(name: str = "auto", *, model: str = "", keep=None, self_test: bool = True, **options) -> Choice:
+    """Load a model version that passes its sha256 check and self-test (see detect/select.py).
+
+    `model` names a version ("" = the newest that passes); `keep` is the running detector,
+    kept when the wanted version is refused (a reload must never make the reader worse).
+    The reader (and so the service, on start and on reload) uses this, self-test included."""
     if name not in CHOICES:
         raise ValueError(f"unknown detector {name!r}; choose from {', '.join(CHOICES)}")
     if name == "none":
-        return None
+        return Choice(None)
+    from edge_runtime.detect import select
+
+    return select.choose(name, model=model, keep=keep, run_self_test=self_test, **options)
+
+
+def load(name: str = "auto", **options):
+    """A detector without the self-test (building and benchmarking models, where a barely
+    trained smoke model must still load); the sha256 check and version choice still apply."""
+    options.setdefault("self_test", False)
+    return choose(name, **options).detector
+
+
+def _load_backend(name: str, **options):
+    """One model folder, no version logic: the first backend of `name` that loads, or raise."""
     names = ["tflite", "ncnn"] if name == "auto" else [name]
     errors = []
     for n in names:
@@ -45,10 +74,7 @@ def load(name: str = "auto", **options):
         except (ImportError, OSError, DetectorUnavailable) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             errors.append(msg if msg.startswith(f"{n}:") else f"{n}: {msg}")
-    if name == "auto":
-        log.info("no detector model available (%s); reading whole frames only", "; ".join(errors))
-        return None
-    raise DetectorUnavailable(errors[0])
+    raise DetectorUnavailable("; ".join(errors) if name == "auto" else errors[0])
 
 
 def detect(detector, gray: np.ndarray) -> list[Detection]:

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from edge_runtime import __version__
 from edge_runtime import config as config_mod
 from edge_runtime.config import Config, ConfigError
+from edge_runtime.detect import versions as model_versions
 from edge_runtime.service import logs
 from edge_runtime.service.ids import IdAllocator, StateDirError
 from edge_runtime.service.metrics import Stats
@@ -61,6 +62,7 @@ class Service:
         self._pending_lock = threading.Lock()
         self._loop_thread: threading.Thread | None = None
         self.reader = None
+        self._models_fp: tuple = ()
         self.source = None
         self.sinks: list[Any] = []
         self.ids: IdAllocator | None = None
@@ -171,6 +173,8 @@ class Service:
             "source": source,
             "sinks": sinks,
             "trigger": self.trigger.state(),
+            "model": getattr(self.reader, "model_version", None),
+            "model_fallback": getattr(self.reader, "model_fallback", None),
         }
 
     # ------------------------------------------------------------------------- start/stop
@@ -179,6 +183,7 @@ class Service:
         self.ids = self._open_ids()
         for note in self.config.notes:
             log.warning(note)
+        self._models_fp = model_versions.fingerprint()
         self.reader = self._make_reader(self.config)
         # Appended one by one: if sink 3 cannot start, _shutdown still closes sinks 0..2.
         for i, spec in enumerate(self.config.sinks):
@@ -209,8 +214,11 @@ class Service:
             lengths = []
             if r["speed_px_s"] and r["exposure_ms"]:
                 lengths.append(r["speed_px_s"] * r["exposure_ms"] / 1000.0)
+            # keep: on reload a refused model version leaves the running detector in place.
+            keep = self.reader.detector if self.reader is not None else None
             return Reader(r["decoders"], detector=r["detector"], deadline_ms=r["deadline_ms"],
-                          blur_angle=r["blur_angle"], blur_lengths=lengths, noread_score=r["noread_score"])
+                          blur_angle=r["blur_angle"], blur_lengths=lengths, noread_score=r["noread_score"],
+                          model=r["model"], keep=keep)
         except Exception as exc:  # noqa: BLE001 - DetectorUnavailable, no decoder...
             raise ServiceError(f"reader: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
@@ -537,12 +545,18 @@ class Service:
                 new.data[key] = old[key]
         running = self.state == "running"
         try:
-            reader = self._make_reader(new) if (running and new["reader"] != old["reader"]) else self.reader
+            # New files in the models dir are picked up (and self-tested) on reload too.
+            models_fp = model_versions.fingerprint()
+            models_changed = new["reader"]["detector"] != "none" and models_fp != self._models_fp
+            reader = (self._make_reader(new) if (running and (new["reader"] != old["reader"] or models_changed))
+                      else self.reader)
         except ServiceError as exc:
             self.stats.reload_failures += 1
             log.error("reload refused, keeping the running config: %s", exc)
             return False
         self.reader = reader
+        if running:
+            self._models_fp = models_fp
         if new["dedup"] != old["dedup"]:
             self.tracker = self._make_tracker(new)
             self.noread_tracker = self._make_noread_tracker(new)
