@@ -24,7 +24,7 @@ INSTALL = ROOT / "systemd" / "install.sh"
 UNIT = ROOT / "systemd" / "edge-runtime.service"
 EXAMPLE = ROOT / "systemd" / "config.example.toml"
 ENV_EXAMPLE = ROOT / "systemd" / "edge-runtime.env"
-SOURCE_PARTS = ["edge_runtime", "quantize", "setup.cfg", "pyproject.toml", "README.md",
+SOURCE_PARTS = ["edge_runtime", "quantize", "models", "setup.cfg", "pyproject.toml", "README.md",
                 "systemd", "docs", "examples", "scripts"]
 
 
