@@ -201,7 +201,7 @@ class Reader:
             if small_frame:
                 yield "enhanced", lambda: self._run(z, ops.upscale(gray, 2.0), 2.0, fast=True)
             yield "enhanced", lambda: self._run(z, ops.sharpen(gray, amount=2.0))
-        if "zbar" in self.decoders and small_frame:
+        if "zbar" in self.decoders and small_frame and min(gray.shape) >= 64:
             # ZBar's scanlines see through glare that breaks zxing's binarizer; at half
             # resolution it costs ~5 ms instead of ~22 and keeps most of those rescues.
             yield "fallback", lambda: self._run("zbar", _half(gray), 0.5)
