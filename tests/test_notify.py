@@ -270,3 +270,13 @@ def test_status_line_rates_and_sink_states():
     state.update(frames=300, reads=12)
     state["source"] = {"state": "reopening"}
     assert line() == "30.0 frames/s, 1.2 reads/s, source reopening, plant connected, plc down (12 queued)"
+
+
+def test_status_line_shows_a_model_fallback():
+    from edge_runtime.service.notify import StatusLine
+
+    state = {"frames": 0, "reads": 0, "source": {"state": "open"}, "sinks": {},
+             "model": "1.0.0", "model_fallback": "model 1.1.0 refused: sha256 mismatch"}
+    assert StatusLine(lambda: state)().endswith("source open, model 1.0.0 (fallback)")
+    state["model_fallback"] = None
+    assert "fallback" not in StatusLine(lambda: state)()

@@ -255,4 +255,7 @@ class StatusLine:
             if st.get("queued"):
                 text += f" ({st['queued']} queued)"
             parts.append(text)
+        if s.get("model_fallback"):
+            # The configured model was refused and an older one runs: visible at a glance.
+            parts.append(f"model {s.get('model') or 'none'} (fallback)")
         return ", ".join(parts)
