@@ -13,11 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import segno
 
 from edge_runtime import detect
 from edge_runtime.detect import DetectorUnavailable
 from edge_runtime.detect import manifest as mf
+from edge_runtime.detect.selftest import draw_codes
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
@@ -25,26 +25,7 @@ MODELS = REPO / "models"
 
 def _render(frame_hw, codes, seed=0):
     """codes: [(text, version, module_px, angle_deg, (cx, cy))] -> (gray frame, [quad])."""
-    rng = np.random.default_rng(seed)
-    h, w = frame_hw
-    img = np.full((h, w), 150, np.float32) + rng.normal(0, 3, (h, w)).astype(np.float32)
-    quads = []
-    for text, version, module, angle, (cx, cy) in codes:
-        m = np.array(segno.make_qr(text, version=version, error="m").matrix, np.float32)
-        n = m.shape[0]
-        src = cv2.resize(np.pad(m, 4), ((n + 8) * 8,) * 2, interpolation=cv2.INTER_NEAREST)
-        side = (n + 8) * module
-        c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-        base = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * side / 2
-        dst = base @ np.array([[c, -s], [s, c]], np.float32).T + (cx, cy)
-        hm = cv2.getPerspectiveTransform(np.array([[0, 0], [src.shape[1], 0], [src.shape[1]] * 2,
-                                                   [0, src.shape[0]]], np.float32), dst.astype(np.float32))
-        code = cv2.warpPerspective(src, hm, (w, h), flags=cv2.INTER_LINEAR)
-        alpha = cv2.warpPerspective(np.ones_like(src), hm, (w, h), flags=cv2.INTER_LINEAR)
-        img = img * (1 - alpha) + (235 - 215 * code) * alpha
-        q = np.array([[32, 32], [src.shape[1] - 32, 32], [src.shape[1] - 32] * 2, [32, src.shape[0] - 32]], np.float32)
-        quads.append(cv2.perspectiveTransform(q[None], hm)[0])
-    return np.clip(img, 0, 255).astype(np.uint8), quads
+    return draw_codes(codes, seed=seed, frame_hw=frame_hw)
 
 
 def _iou(a, b):

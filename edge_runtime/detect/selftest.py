@@ -25,9 +25,12 @@ SAMPLES = (
 )
 
 
-def _draw(codes, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def draw_codes(codes, seed: int = 0, frame_hw: tuple[int, int] = FRAME_HW) -> tuple[np.ndarray, list[np.ndarray]]:
+    """codes: [(text, version, module_px, angle_deg, (cx, cy))] -> (gray frame, [true quad]).
+
+    Also what tests/test_detect.py draws its detection cases with."""
     rng = np.random.default_rng(seed)
-    h, w = FRAME_HW
+    h, w = frame_hw
     img = np.full((h, w), 150, np.float32) + rng.normal(0, 3, (h, w)).astype(np.float32)
     quads = []
     for text, version, module, angle, (cx, cy) in codes:
@@ -51,7 +54,7 @@ def _draw(codes, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
 @functools.lru_cache(maxsize=1)
 def sample_frames() -> tuple[tuple[np.ndarray, list[np.ndarray]], ...]:
     """The built-in frames with their true code quads (drawn once per process)."""
-    return tuple(_draw(codes, seed=i) for i, codes in enumerate(SAMPLES))
+    return tuple(draw_codes(codes, seed=i) for i, codes in enumerate(SAMPLES))
 
 
 def count_found(detector) -> tuple[int, int]:
