@@ -28,8 +28,14 @@ class UserError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-runtime", description="Read QR codes on a line and deliver every result.")
     p.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in SUBCOMMANDS:
+    add_subcommands(p.add_subparsers(dest="command", metavar="COMMAND"), SUBCOMMANDS)
+    return p
+
+
+def add_subcommands(sub, modules: list[str]) -> None:
+    """Let each module register its subparser (`add_parser(sub)`); a module that is not
+    installed is simply not offered (used here and by `edge-runtime bench`)."""
+    for mod in modules:
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
@@ -37,7 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         m.add_parser(sub)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,6 @@ not present yet is simply not offered, like the top-level dispatcher does.
 
 from __future__ import annotations
 
-import importlib
-
 BENCHES = [
     "edge_runtime.bench.decode",
     "edge_runtime.bench.soak",
@@ -18,15 +16,9 @@ BENCHES = [
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="measure read rates and timings on synthetic frames")
-    sub = p.add_subparsers(dest="bench", metavar="BENCH")
-    for mod in BENCHES:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod:
-                continue
-            raise
-        m.add_parser(sub)
+    from edge_runtime.cli import add_subcommands
+
+    add_subcommands(p.add_subparsers(dest="bench", metavar="BENCH"), BENCHES)
 
     def _help(args) -> int:
         p.print_help()
