@@ -590,3 +590,33 @@ def test_connection_cut_with_results_in_flight_keeps_first_arrivals_in_order(bro
     finally:
         sub.close()
         proxy.cut()
+
+
+def test_outbox_read_error_is_one_line_and_delivery_resumes(broker, tmp_path, sinks, caplog):
+    """An I/O error reading the outbox (a failing SD card) is logged as one line naming the
+    outbox, not a traceback, and the sender carries on once the disk answers again."""
+    import sqlite3
+
+    caplog.set_level(logging.ERROR, logger="edge_runtime.sinks.mqtt")
+    sub = Subscriber(broker.port, "edge/devio/result").start()
+    s = sinks("mio", "devio", sink_options(broker.port, tmp_path))
+    failures = [sqlite3.OperationalError("disk I/O error")] * 2
+    real_peek = s._open_outbox().peek
+
+    def flaky_peek(*a, **kw):  # fault injection into the sink's own outbox (a unit internal)
+        if failures:
+            raise failures.pop()
+        return real_peek(*a, **kw)
+
+    s._outbox.peek = flaky_peek
+    try:
+        s.start()
+        for i in range(1, 6):
+            s.emit(result(i, "devio"))
+        assert sub.wait_for(lambda: set(ids_on(sub, "edge/devio/result")) >= {1, 2, 3, 4, 5})
+    finally:
+        sub.close()
+    lines = [r for r in caplog.records if "outbox" in r.getMessage() and "disk I/O error" in r.getMessage()]
+    assert len(lines) == 2 and not failures
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in lines)
+    assert str(tmp_path / "outbox.sqlite") in lines[0].getMessage()

@@ -398,7 +398,11 @@ class MqttSink:
                     self._rewind = False  # nothing in flight: _fill restarts from the oldest entry
                 if not hold and not self._rewind:
                     self._fill(seen_disconnects)
-            except Exception:  # noqa: BLE001 - e.g. disk error: log, keep the thread alive
+            except (OSError, sqlite3.Error) as e:  # disk full, I/O error: expected, one line
+                log.error("mqtt sink %s: outbox %s: %s: %s (retrying in 1 s; results stay queued)",
+                          self.name, getattr(self._outbox, "path", "?"), type(e).__name__, e)
+                self._stop.wait(1.0)
+            except Exception:  # noqa: BLE001 - a bug: keep the thread alive, but show where
                 log.exception("mqtt sink %s: sender error", self.name)
                 self._stop.wait(1.0)
 
