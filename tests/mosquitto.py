@@ -22,7 +22,6 @@ cut() drops one client's connection while the broker stays up), free_port().
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -35,23 +34,10 @@ from typing import Callable, Iterator
 
 import pytest
 
+from edge_runtime.bench.peers import _die_with_parent, free_port  # noqa: F401 - free_port is re-exported to tests
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
-
-
-def free_port(host: str = HOST) -> int:
-    """A port nobody listens on right now (the kernel's choice, so parallel tests don't collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if pytest is SIGKILLed the broker must not outlive it
-    # and keep a port (and a retained-message store) around for the next run.
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class BrokerError(RuntimeError):

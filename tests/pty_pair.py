@@ -12,61 +12,23 @@ from __future__ import annotations
 
 import os
 import select
-import signal
-import subprocess
 import termios
 import time
 import tty
 from pathlib import Path
 
+from edge_runtime.bench.peers import SerialLine
 
-class SocatPair:
-    def __init__(self, directory: str | os.PathLike) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.dev = str(self.dir / "dev")  # the sink's side
-        self.plc = str(self.dir / "plc")  # the PLC's side
-        self.log = self.dir / "socat.log"
-        self._proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> "SocatPair":
-        """Start socat and wait until both links exist and it is forwarding data."""
-        if self._proc is not None:
-            raise RuntimeError("socat already running")
-        self._unlink()  # stale links from a SIGKILLed socat would point at dead or reused ptys
-        self.log.write_bytes(b"")
-        with open(self.log, "ab") as err:
-            self._proc = subprocess.Popen(
-                ["socat", "-d", "-d", f"pty,raw,echo=0,link={self.dev}", f"pty,raw,echo=0,link={self.plc}"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"socat exited with {self._proc.returncode}: {self.log.read_text()}")
-            if (os.path.exists(self.dev) and os.path.exists(self.plc)
-                    and b"starting data transfer loop" in self.log.read_bytes()):
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise TimeoutError(f"socat did not come up within {timeout} s: {self.log.read_text()}")
+class SocatPair(SerialLine):
+    """The soak bench's SerialLine (edge_runtime/bench/peers.py) with what tests add: the PLC
+    side opened by the test itself, and use as a context manager."""
 
-    def stop(self) -> None:
-        """Kill socat: both ports vanish (SIGTERM lets socat remove its links; we make sure)."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        self._unlink()
-
-    kill = stop  # reads better in tests: "the adapter is unplugged"
+    kill = SerialLine.stop  # reads better in tests: "the adapter is unplugged"
 
     @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def log(self) -> Path:
+        return self._log
 
     def open_plc(self) -> int:
         """Open the PLC side raw (no echo, no line editing) and return its fd.
@@ -77,13 +39,6 @@ class SocatPair:
         fd = os.open(self.plc, os.O_RDWR | os.O_NOCTTY)
         tty.setraw(fd, termios.TCSANOW)
         return fd
-
-    def _unlink(self) -> None:
-        for p in (self.dev, self.plc):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
 
     def __enter__(self) -> "SocatPair":
         return self.start()
