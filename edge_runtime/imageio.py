@@ -29,6 +29,14 @@ class ImageError(Exception):
 
 def load_gray(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read `path` as an upright 8-bit grayscale array (EXIF orientation applied)."""
+    return load(path, max_pixels, colour=False)
+
+
+def load(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *, colour: bool = False,
+         limit_name: str = "--max-pixels") -> np.ndarray:
+    """Read `path` upright (EXIF orientation applied) as uint8: gray, or with colour=True BGR
+    for colour files (gray files stay 2-D). `limit_name` is what the user sets to raise the
+    pixel limit (a CLI flag or a config key), named in the refusal."""
     p = Path(path)
     if not p.exists():
         raise ImageError("no such file")
@@ -44,15 +52,15 @@ def load_gray(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(p) as img:
-                w, h = img.size
+                w, h = img.size  # from the header; no pixel decoded yet
                 if w * h > max_pixels:
                     raise ImageError(
                         f"image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
-                        "(a decompression bomb or a mistake; raise --max-pixels to allow it)"
+                        f"(a decompression bomb or a mistake; raise {limit_name} to allow it)"
                     )
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                return _to_gray(img)
+                return _to_bgr_or_gray(img) if colour else _to_gray(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -66,22 +74,47 @@ def load_gray(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         raise ImageError(str(exc)) from None
 
 
-def _to_gray(img: Image.Image) -> np.ndarray:
+def _on_paper(img: Image.Image) -> Image.Image:
     # A QR exported as black modules on a transparent background would turn black on
     # black if its alpha were dropped: composite over white paper first.
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(paper, rgba)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return Image.alpha_composite(paper, rgba)
+    return img
+
+
+def _high_depth(img: Image.Image) -> np.ndarray | None:
+    """16-bit and 32-bit gray (industrial TIFFs) to 8 bits, instead of clipping to white."""
+    if img.mode.startswith("I;16"):
+        return (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+    if img.mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float64)
-        hi = a.max() or 1.0
-        return np.ascontiguousarray((a * (255.0 / hi)).astype(np.uint8))
-    return np.ascontiguousarray(np.asarray(img.convert("L"), dtype=np.uint8))
+        lo, hi = float(a.min()), float(a.max())
+        return np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    return None
 
 
-def _natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
+def _to_gray(img: Image.Image) -> np.ndarray:
+    deep = _high_depth(img)
+    if deep is not None:
+        return np.ascontiguousarray(deep)
+    return np.ascontiguousarray(np.asarray(_on_paper(img).convert("L"), dtype=np.uint8))
+
+
+def _to_bgr_or_gray(img: Image.Image) -> np.ndarray:
+    deep = _high_depth(img)
+    if deep is not None:
+        return np.ascontiguousarray(deep)
+    if img.mode in ("L", "1"):
+        return np.ascontiguousarray(np.asarray(img.convert("L"), dtype=np.uint8))
+    rgb = np.asarray(_on_paper(img).convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def natural_key(name: str) -> list:
+    """'img2.png' < 'img10.png': digit runs compare as numbers, the rest case-insensitively."""
+    return [(0, int(part), part) if part.isdigit() else (1, part.lower(), part) for part in re.split(r"(\d+)", name)]
 
 
 def expand(paths: list[str]) -> list[tuple[str, str | None]]:
@@ -96,7 +129,7 @@ def expand(paths: list[str]) -> list[tuple[str, str | None]]:
         if p.is_dir():
             files = sorted(
                 (f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS),
-                key=_natural_key,
+                key=lambda f: natural_key(str(f)),
             )
             if not files:
                 out.append((raw, f"folder has no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS[:4])}, ...)"))

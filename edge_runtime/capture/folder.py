@@ -1,25 +1,24 @@
 """A folder of still images, in natural name order (img2 before img10): the way users replay
 photos taken by a handheld or a test set, through the same service path as a camera.
 
-Images are loaded with Pillow rather than cv2.imread because phones and PDAs store rotated
-pictures with an EXIF Orientation tag, which cv2 honours only for some formats; a code the
-operator sees upright must reach the reader upright. A bad file never stops the run: it is
-logged once (one line naming it) and skipped. A file larger than `max_pixels` is refused from
-its header before any pixel is decoded, so one huge or hostile image cannot exhaust RAM on a
-1 GB board.
+Images are loaded by edge_runtime.imageio (the loader `edge-runtime decode` uses): Pillow
+rather than cv2.imread because phones and PDAs store rotated pictures with an EXIF Orientation
+tag, which cv2 honours only for some formats; a code the operator sees upright must reach the
+reader upright. A bad file never stops the run: it is logged once (one line naming it) and
+skipped. A file larger than `max_pixels` is refused from its header before any pixel is
+decoded, so one huge or hostile image cannot exhaust RAM on a 1 GB board.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
 
+from edge_runtime import imageio
+from edge_runtime.imageio import natural_key
 from edge_runtime.capture.base import Frame, SourceError, pace
 
 log = logging.getLogger(__name__)
@@ -44,69 +43,9 @@ TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def natural_key(name: str) -> list:
-    """'img2.png' < 'img10.png': digit runs compare as numbers, the rest case-insensitively."""
-    return [(0, int(part), part) if part.isdigit() else (1, part.lower(), part) for part in re.split(r"(\d+)", name)]
-
-
 def list_images(folder: Path, pattern: str = "*") -> list[Path]:
     files = [p for p in folder.glob(pattern) if p.suffix.lower() in EXTENSIONS and p.is_file()]
     return sorted(files, key=lambda p: natural_key(p.name))
-
-
-class ImageRefused(Exception):
-    """The file is not an image we will load (unreadable, corrupt, too large); message says why."""
-
-
-def load_image(path: Path, max_pixels: int = DEFAULTS["max_pixels"]) -> np.ndarray:
-    """Decode one image to BGR (colour) or gray uint8, upright per its EXIF orientation."""
-    from PIL import Image, ImageOps
-
-    try:
-        with warnings.catch_warnings():
-            # Our own max_pixels is the limit; Pillow's bomb warning would only add noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size  # from the header; no pixel decoded yet
-                if w * h > max_pixels:
-                    raise ImageRefused(f"{w}x{h} = {w * h} pixels is above max_pixels={max_pixels}")
-                im = ImageOps.exif_transpose(im)  # also forces the decode
-                return _to_uint8(im)
-    except ImageRefused:
-        raise
-    except Image.DecompressionBombError as exc:
-        # Pillow's own limit (2x its MAX_IMAGE_PIXELS) fired in Image.open, before ours could.
-        m = re.search(r"\((\d+) pixels\)", str(exc))
-        n = m.group(1) if m else "too many"
-        raise ImageRefused(f"{n} pixels is above max_pixels={max_pixels}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageRefused(f"cannot decode: {msg}") from None
-
-
-def _to_uint8(im) -> np.ndarray:  # noqa: ANN001 - a PIL image
-    mode = im.mode
-    if mode == "L":
-        return np.asarray(im, dtype=np.uint8).copy()
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit industrial TIFFs: scale to 8 bits instead of clipping everything to white.
-        a = np.asarray(im)
-        if mode.startswith("I;16"):
-            return (a.astype(np.uint16) >> 8).astype(np.uint8)
-        a = a.astype(np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        return np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-        # Black modules on a transparent background would turn black on black if the alpha
-        # were dropped: composite over white paper first.
-        from PIL import Image
-
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    elif mode == "1":
-        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-    rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 class FolderSource:
@@ -166,8 +105,8 @@ class FolderSource:
             path = self.files[self._pos]
             self._pos += 1
             try:
-                image = load_image(path, self.max_pixels)
-            except ImageRefused as exc:
+                image = imageio.load(path, self.max_pixels, colour=True, limit_name="max_pixels")
+            except imageio.ImageError as exc:
                 self._last_error = f"{path}: {exc}"
                 if path not in self._skipped:
                     self._skipped.add(path)
