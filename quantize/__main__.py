@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Config:
-    train_frames: int = 8000
+    train_frames: int = 16000
     val_frames: int = 1200
     calib_frames: int = 256
-    epochs: int = 12
+    epochs: int = 11
     batch: int = 16
     lr: float = 3e-3
     train_budget_s: float = 50 * 60  # the budget is 60 min; leave room for the rest

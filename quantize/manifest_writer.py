@@ -12,7 +12,7 @@ from edge_runtime.detect.manifest import MANIFEST, sha256
 from edge_runtime.detect.postprocess import INPUT_H, INPUT_W, DecodeParams
 
 NAME = "qr-detector"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 
 
 def _base(model_dir: Path, formats: dict) -> dict:

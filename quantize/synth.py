@@ -86,7 +86,15 @@ def _bg_plain(rng, h, w):
     return np.full((h, w), rng.uniform(20, 240), np.float32) + rng.normal(0, 3, (h, w)).astype(np.float32)
 
 
-BACKGROUNDS = (_bg_procedural, _bg_cardboard, _bg_metal, _bg_film, _bg_plain)
+def _bg_light(rng, h, w):
+    """White or light-grey box, tray or label stock: the commonest surface under a label, and
+    one where a light quiet zone hardly differs from the surface around it."""
+    gx, gy = np.meshgrid(np.linspace(-1, 1, w, dtype=np.float32), np.linspace(-1, 1, h, dtype=np.float32))
+    img = rng.uniform(165, 245) + rng.uniform(-15, 15) * gx + rng.uniform(-15, 15) * gy
+    return img + rng.normal(0, rng.uniform(0.5, 3), (h, w)).astype(np.float32)
+
+
+BACKGROUNDS = (_bg_procedural, _bg_cardboard, _bg_metal, _bg_film, _bg_plain, _bg_light, _bg_light)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,8 +192,10 @@ def _distractor_blobs(rng):
     return patch, np.ones_like(patch)
 
 
-DISTRACTORS = (_distractor_barcode, _distractor_datamatrix, _distractor_checker, _distractor_text,
-               _distractor_text, _distractor_blobs)
+# DataMatrix-like symbols and checkerboards are listed twice: they are what a detector most
+# easily mistakes for a QR code (module grids), so the model must see many of them.
+DISTRACTORS = (_distractor_barcode, _distractor_datamatrix, _distractor_datamatrix, _distractor_checker,
+               _distractor_checker, _distractor_text, _distractor_text, _distractor_blobs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +237,9 @@ def _bend(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _place_code(rng, img, occupied, small: bool, allow_outside: bool):
     """Render one code into img; returns the quad of the symbol (no quiet zone) or None."""
     h, w = img.shape
-    version = int(rng.integers(1, 21))
+    # Short IDs dominate on a line: versions 1-5 are 40 % of codes (the rest 1-20), which also
+    # gives many codes with big modules, whose centre looks like any coarse module grid.
+    version = int(rng.integers(1, 6)) if rng.random() < 0.4 else int(rng.integers(1, 21))
     ec = EC_LEVELS[int(rng.integers(0, 4))]
     bits = _qr_bits(rng, version, ec)
     n = bits.shape[0]
@@ -388,7 +400,7 @@ def make_frame(seed: int, split: int, index: int) -> Frame:
         pts = rng.uniform(0, 1, (4, 2)) * (w, h)
         cv2.fillConvexPoly(m, cv2.convexHull(pts.astype(np.int32)), 1.0)
         img = img * (1 - m) + other * m
-    for _ in range(int(rng.integers(0, 5))):
+    for _ in range(int(rng.integers(0, 7))):
         patch, mask = DISTRACTORS[int(rng.integers(len(DISTRACTORS)))](rng)
         _paste(img, patch, mask, rng)
     occupied = np.zeros((h, w), np.uint8)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.detect.postprocess import INPUT_H, INPUT_W
 from quantize import model as qmodel
 
 log = logging.getLogger("quantize.train")
@@ -92,6 +93,11 @@ def train(data: dict, out_dir: Path, *, seed: int, epochs: int, batch: int = 16,
         return loss
 
     rng = np.random.default_rng(seed)
+    # Mirror images only where the letterboxed frame fills the input width, so the zero
+    # padding stays at the bottom/right as at run time (a mirrored QR code is still one to find).
+    hw = data.get("frame_hw")
+    flippable = (np.ones(n, bool) if hw is None else
+                 (hw[:, 1] * INPUT_H >= hw[:, 0] * INPUT_W))
     t0 = time.monotonic()
     history = []
     losses = []
@@ -103,7 +109,13 @@ def train(data: dict, out_dir: Path, *, seed: int, epochs: int, batch: int = 16,
         s = i % steps_per_epoch
         idx = np.sort(order[s * batch : (s + 1) * batch])
         lr_var.assign(lr_at(i, total_steps))
-        losses.append(float(step(x_all[idx], y_all[idx])))
+        xb, yb = x_all[idx], y_all[idx]
+        flip = flippable[idx] & (rng.random(len(idx)) < 0.5)
+        if flip.any():
+            xb, yb = xb.copy(), yb.copy()
+            xb[flip] = xb[flip][:, :, ::-1]
+            yb[flip] = yb[flip][:, :, ::-1]
+        losses.append(float(step(xb, yb)))
         i += 1
         if i == 5:
             t5 = time.monotonic()  # after tracing: the probe measures steady-state speed

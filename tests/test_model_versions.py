@@ -25,7 +25,8 @@ from test_service import Running, make_config, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "models"
-TFLITE = json.loads((SHIPPED / "manifest.json").read_text())["formats"]["tflite"]["model"]
+SHIPPED_MANIFEST = json.loads((SHIPPED / "manifest.json").read_text())
+TFLITE = SHIPPED_MANIFEST["formats"]["tflite"]["model"]
 
 
 def add_version(root: Path, version: str, how: str = "good") -> Path:
@@ -72,7 +73,8 @@ def test_versions_listed_newest_first_with_hash_checks(models):
     assert not by["1.1.0"].ok and by["1.1.0"].files[TFLITE] is False and "sha256 mismatch" in by["1.1.0"].error
     assert not by["1.10.0"].ok and "sha256 mismatch" in by["1.10.0"].error
     # the flat layout (what ships) is one version, named by its manifest
-    assert [(v.version, v.path, v.ok) for v in list_versions(SHIPPED)] == [("1.0.0", SHIPPED, True)]
+    shipped = SHIPPED_MANIFEST["version"]
+    assert [(v.version, v.path, v.ok) for v in list_versions(SHIPPED)] == [(shipped, SHIPPED, True)]
 
 
 def test_shipped_model_passes_its_self_test_with_both_backends():
