@@ -1,4 +1,4 @@
-"""python -m quantize {synth,train,export,calibrate,evaluate,all} [--smoke] [--out DIR]
+"""python -m quantize {synth,train,export,calibrate,tune,evaluate,all} [--smoke] [--out DIR]
 
 Builds the shipped QR detector from nothing: synthesize labelled frames, train, export float
 and full-integer INT8 TFLite, write float and INT8 NCNN (our own calibration table and int8
@@ -78,14 +78,22 @@ def step_export(cfg, seed, work, out):
 step_calibrate = step_export  # calibration happens inside export for both formats
 
 
+def step_tune(cfg, seed, work, out):
+    from quantize import tune
+
+    result = tune.tune(out, work / "float", _data(cfg, seed, work, "calib"))
+    (work / "tune.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def step_evaluate(cfg, seed, work, out):
     from quantize import evaluate
 
     metrics = evaluate.evaluate(out, work / "float", _data(cfg, seed, work, "val"),
                                 timing_runs=cfg.timing_runs)
-    proof = work / "ncnn_int8_proof.json"
-    if proof.exists():
-        metrics["ncnn_int8_proof"] = json.loads(proof.read_text())
+    for key, name in (("ncnn_int8_proof", "ncnn_int8_proof.json"), ("score_threshold_choice", "tune.json")):
+        if (work / name).exists():
+            metrics[key] = json.loads((work / name).read_text())
     (work / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
@@ -93,7 +101,7 @@ def step_evaluate(cfg, seed, work, out):
 MAX_STEPS: int | None = None  # --max-steps: repeat a time-budget-fitted run exactly
 
 STEPS = {"synth": step_synth, "train": step_train, "export": step_export, "calibrate": step_calibrate,
-         "evaluate": step_evaluate}
+         "tune": step_tune, "evaluate": step_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.gettempdir()) / f"edge-runtime-quantize-{'smoke' if args.smoke else 'full'}-{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    steps = ["synth", "train", "export", "evaluate"] if args.step == "all" else [args.step]
+    steps = ["synth", "train", "export", "tune", "evaluate"] if args.step == "all" else [args.step]
     metrics = None
     summary = None
     for s in steps:

@@ -69,6 +69,35 @@ def match(preds: list[tuple[np.ndarray, float]], gts: list[np.ndarray], ignore: 
     return tp, fp, used.count(False), ious
 
 
+def ground_truth(data: dict) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+    """Per frame: the codes to find (clipped to the frame) and the "don't care" ones."""
+    gts, ignores = [], []
+    for i in range(len(data["x"])):
+        h, w = (int(v) for v in data["frame_hw"][i])
+        g, ig = [], []
+        for q in frame_quads(data, i):
+            clipped, vis = _clip(q, w, h)
+            if clipped is None:
+                continue
+            (g if vis >= MIN_VISIBLE else ig).append(clipped)
+        gts.append(g)
+        ignores.append(ig)
+    return gts, ignores
+
+
+def to_frame(preds: list[tuple[np.ndarray, float]], data: dict, i: int) -> list[tuple[np.ndarray, float]]:
+    """Detections in model-input pixels -> frame i's pixels, clipped to the frame."""
+    h, w = (int(v) for v in data["frame_hw"][i])
+    s = min(INPUT_W / w, INPUT_H / h)
+    out = []
+    for quad, score in preds:
+        q = quad / s
+        q[:, 0] = np.clip(q[:, 0], 0, w)
+        q[:, 1] = np.clip(q[:, 1], 0, h)
+        out.append((q, score))
+    return out
+
+
 def same_detections(a, b) -> bool:
     if len(a) != len(b):
         return False
@@ -114,17 +143,7 @@ def _timing(det, x: np.ndarray, runs: int) -> dict:
 def evaluate(out: Path, float_dir: Path, val: dict, timing_runs: int = 100) -> dict:
     models = _models(Path(out), Path(float_dir))
     n = len(val["x"])
-    gts, ignores = [], []
-    for i in range(n):
-        h, w = (int(v) for v in val["frame_hw"][i])
-        g, ig = [], []
-        for q in frame_quads(val, i):
-            clipped, vis = _clip(q, w, h)
-            if clipped is None:
-                continue
-            (g if vis >= MIN_VISIBLE else ig).append(clipped)
-        gts.append(g)
-        ignores.append(ig)
+    gts, ignores = ground_truth(val)
     preds: dict[str, list] = {}
     result: dict = {"frames": n, "codes": int(sum(len(g) for g in gts)), "iou_threshold": IOU, "models": {}}
     for name, make in models.items():
@@ -132,15 +151,7 @@ def evaluate(out: Path, float_dir: Path, val: dict, timing_runs: int = 100) -> d
         per = []
         t0 = time.monotonic()
         for i in range(n):
-            h, w = (int(v) for v in val["frame_hw"][i])
-            s = min(INPUT_W / w, INPUT_H / h)
-            ps = []
-            for quad, score in det.detect_input(val["x"][i]):
-                q = quad / s
-                q[:, 0] = np.clip(q[:, 0], 0, w)
-                q[:, 1] = np.clip(q[:, 1], 0, h)
-                ps.append((q, score))
-            per.append(ps)
+            per.append(to_frame(det.detect_input(val["x"][i]), val, i))
         preds[name] = per
         cats: dict[str, list[int]] = {c: [0, 0, 0] for c in (*CATEGORIES, *GROUPS, "overall")}
         all_ious = []

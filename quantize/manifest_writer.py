@@ -15,7 +15,7 @@ NAME = "qr-detector"
 VERSION = "1.1.0"
 
 
-def _base(model_dir: Path, formats: dict) -> dict:
+def _base(model_dir: Path, formats: dict, decode: dict | None = None) -> dict:
     files = {}
     for fmt in formats.values():
         for key in ("model", "param", "bin"):
@@ -28,7 +28,8 @@ def _base(model_dir: Path, formats: dict) -> dict:
         "input": {"height": INPUT_H, "width": INPUT_W, "channels": 1, "format": "gray8",
                   "resize": "letterbox: scale to fit (INTER_AREA), top-left aligned, zero padding",
                   "normalisation": "x = gray / 255 (TFLite int8: q = round(x / scale) + zero_point from the model)"},
-        "output": {"layout": "NHWC (TFLite) / CHW (NCNN)", "decode": DecodeParams().as_dict()},
+        # decode: the defaults, or what an earlier step (quantize/tune.py) chose for this build
+        "output": {"layout": "NHWC (TFLite) / CHW (NCNN)", "decode": {**DecodeParams().as_dict(), **(decode or {})}},
         "formats": formats,
         "files": files,
     }
@@ -38,6 +39,8 @@ def write_files(model_dir: Path, formats: dict) -> dict:
     """Manifest with files/io only (what the runtime needs); metrics are added by write()."""
     path = model_dir / MANIFEST
     old = json.loads(path.read_text()) if path.exists() else {}
+    # New model files: decoding starts from the defaults (a threshold tuned for an older build
+    # would be stale); the tune step sets it again.
     m = _base(model_dir, {**old.get("formats", {}), **formats})
     for k in ("metrics", "build"):
         if k in old:
@@ -55,7 +58,7 @@ def write(model_dir: Path, *, metrics: dict | None, train: dict, config: dict, s
 
     path = model_dir / MANIFEST
     m = json.loads(path.read_text())
-    m = {**_base(model_dir, m["formats"]), "metrics": metrics}
+    m = {**_base(model_dir, m["formats"], m.get("output", {}).get("decode")), "metrics": metrics}
     m["build"] = {
         "command": command, "seed": seed, "seconds": round(seconds, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

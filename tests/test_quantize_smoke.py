@@ -29,6 +29,10 @@ def test_smoke_chain_builds_loadable_int8_models(tmp_path):
     for layer in proof.values():  # ncnn computed with int8: matches the int8 simulation, not float
         assert layer["max_abs_err_vs_int8_sim"] < 1e-4 < layer["max_abs_err_vs_float"]
     assert b"\x38\x4b\x0d\x00" in (out / m["formats"]["ncnn"]["bin"]).read_bytes()  # int8 weight tag
+    # the tune step's choice (best F1 on the calibration split) is what the manifest decodes with
+    choice = m["metrics"]["score_threshold_choice"]
+    best = max(choice["grid"], key=lambda row: (row["f1"], -row["score_threshold"]))
+    assert m["output"]["decode"]["score_threshold"] == choice["score_threshold"] == best["score_threshold"]
 
     from edge_runtime import detect
 
@@ -47,3 +51,31 @@ def test_smoke_refuses_to_default_to_shipped_models():
     r = subprocess.run([sys.executable, "-m", "quantize", "all", "--smoke"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and "--out" in r.stderr
+
+
+def test_shipped_manifest_decodes_with_the_threshold_its_build_chose():
+    m = json.loads((REPO / "models" / "manifest.json").read_text())
+    choice = m["metrics"]["score_threshold_choice"]
+    assert choice["calibration_frames"] >= 256 and len(choice["grid"]) >= 5
+    best = max(choice["grid"], key=lambda row: (row["f1"], -row["score_threshold"]))
+    assert m["output"]["decode"]["score_threshold"] == best["score_threshold"]
+
+    from edge_runtime import detect
+
+    assert detect.load("tflite", model_dir=REPO / "models").params.score_threshold == best["score_threshold"]
+
+
+def test_new_model_files_reset_a_tuned_threshold(tmp_path):
+    """A threshold tuned for an older build must not stick to newly exported files."""
+    from edge_runtime.detect.postprocess import DecodeParams
+    from quantize import manifest_writer, tune
+
+    for p in (REPO / "models").iterdir():
+        if p.suffix in (".tflite", ".param", ".bin"):
+            (tmp_path / p.name).write_bytes(p.read_bytes())
+    manifest_writer.write_files(tmp_path, {"tflite": {"model": "qr_detector_int8.tflite", "precision": "int8"}})
+    tune.set_decode(tmp_path, 0.75)
+    assert json.loads((tmp_path / "manifest.json").read_text())["output"]["decode"]["score_threshold"] == 0.75
+    manifest_writer.write_files(tmp_path, {"tflite": {"model": "qr_detector_int8.tflite", "precision": "int8"}})
+    decode = json.loads((tmp_path / "manifest.json").read_text())["output"]["decode"]
+    assert decode["score_threshold"] == DecodeParams().score_threshold
