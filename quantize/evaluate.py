@@ -69,6 +69,11 @@ def match(preds: list[tuple[np.ndarray, float]], gts: list[np.ndarray], ignore: 
     return tp, fp, used.count(False), ious
 
 
+def rates(tp: int, fp: int, fn: int) -> tuple[float | None, float | None]:
+    """(recall, precision), None where undefined (no codes / no detections)."""
+    return (tp / (tp + fn) if tp + fn else None, tp / (tp + fp) if tp + fp else None)
+
+
 def ground_truth(data: dict) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
     """Per frame: the codes to find (clipped to the frame) and the "don't care" ones."""
     gts, ignores = [], []
@@ -166,9 +171,9 @@ def evaluate(out: Path, float_dir: Path, val: dict, timing_runs: int = 100) -> d
                 cats[k][2] += fn
         table = {}
         for k, (tp, fp, fn) in cats.items():
-            table[k] = {"recall": round(tp / (tp + fn), 4) if tp + fn else None,
-                        "precision": round(tp / (tp + fp), 4) if tp + fp else None,
-                        "tp": tp, "fp": fp, "fn": fn}
+            r, p = rates(tp, fp, fn)
+            table[k] = {"recall": None if r is None else round(r, 4),
+                        "precision": None if p is None else round(p, 4), "tp": tp, "fp": fp, "fn": fn}
         entry = {"per_category": table, "mean_iou_tp": round(float(np.mean(all_ious)), 4) if all_ious else None,
                  "eval_seconds": round(time.monotonic() - t0, 1)}
         x0 = val["x"][0]

@@ -14,10 +14,8 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from edge_runtime.detect.manifest import MANIFEST
-from edge_runtime.detect.postprocess import DecodeParams, decode
+from edge_runtime.detect.postprocess import decode
 
 log = logging.getLogger("quantize.tune")
 
@@ -26,7 +24,7 @@ GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 def choose(model_dir: Path, data: dict, grid: tuple[float, ...] = GRID) -> tuple[float, list[dict]]:
     from edge_runtime.detect.tflite import TFLiteDetector
-    from quantize.evaluate import ground_truth, match, to_frame
+    from quantize.evaluate import ground_truth, match, rates, to_frame
 
     det = TFLiteDetector(model_dir=model_dir, threads=2)
     base = det.params
@@ -40,8 +38,7 @@ def choose(model_dir: Path, data: dict, grid: tuple[float, ...] = GRID) -> tuple
             preds = to_frame(decode(lg, params), data, i)
             a, b, c, _ = match(preds, gts[i], ignores[i])
             tp, fp, fn = tp + a, fp + b, fn + c
-        r = tp / (tp + fn) if tp + fn else 0.0
-        p = tp / (tp + fp) if tp + fp else 0.0
+        r, p = (v or 0.0 for v in rates(tp, fp, fn))
         f1 = 2 * r * p / (r + p) if r + p else 0.0
         table.append({"score_threshold": t, "recall": round(r, 4), "precision": round(p, 4), "f1": round(f1, 4)})
     best = max(table, key=lambda row: (row["f1"], -row["score_threshold"]))
@@ -49,11 +46,11 @@ def choose(model_dir: Path, data: dict, grid: tuple[float, ...] = GRID) -> tuple
 
 
 def set_decode(model_dir: Path, score_threshold: float) -> None:
-    """Write the chosen threshold into a model dir's manifest (manifest_writer keeps it)."""
+    """Write the chosen threshold into a model dir's manifest (manifest_writer keeps it; its
+    write_files always writes the whole decode table, so only the threshold changes here)."""
     path = Path(model_dir) / MANIFEST
     m = json.loads(path.read_text())
-    d = {**DecodeParams().as_dict(), **m["output"].get("decode", {}), "score_threshold": score_threshold}
-    m["output"]["decode"] = d
+    m["output"]["decode"]["score_threshold"] = score_threshold
     path.write_text(json.dumps(m, indent=1) + "\n")
 
 
