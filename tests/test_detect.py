@@ -136,3 +136,59 @@ def test_env_var_picks_model_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(mf.ENV, str(tmp_path / "nowhere"))
     with pytest.raises(DetectorUnavailable, match="nowhere"):
         detect.load("ncnn")
+
+
+def _with_manifest(tmp_path, edit):
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    edit(m)
+    (copy / "manifest.json").write_text(json.dumps(m))
+    return copy
+
+
+@pytest.mark.parametrize("backend,named", [("tflite", "qr_detector_int8.tflite"), ("ncnn", "qr_detector_int8.ncnn.param")])
+def test_manifest_input_size_that_is_not_the_models_is_refused(tmp_path, backend, named):
+    """The frame is letterboxed to the manifest's input size; a model file of another size
+    (files from two builds) would see a squeezed frame and miss codes without an error."""
+    def edit(m):
+        m["input"]["height"] //= 2
+        m["input"]["width"] //= 2
+    with pytest.raises(DetectorUnavailable) as exc:
+        detect.load(backend, model_dir=_with_manifest(tmp_path, edit))
+    msg = str(exc.value)
+    assert named in msg and "different builds" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("key,value,says", [("height", "512", "input.height"), ("width", 0, "input.width"),
+                                           ("stride", 3, "output.decode.stride"), ("stride", 0, "output.decode.stride")])
+def test_bad_geometry_in_manifest_is_one_clear_line(tmp_path, key, value, says):
+    def edit(m):
+        (m["output"]["decode"] if key == "stride" else m["input"])[key] = value
+    copy = _with_manifest(tmp_path, edit)
+    for backend in ("tflite", "ncnn"):
+        with pytest.raises(DetectorUnavailable) as exc:
+            detect.load(backend, model_dir=copy)
+        msg = str(exc.value)
+        assert says in msg and "manifest.json" in msg and "\n" not in msg
+
+
+def test_manifest_without_geometry_means_the_first_models_256_by_320():
+    from edge_runtime.detect.postprocess import LEGACY_INPUT_HW
+
+    assert mf.input_hw(MODELS, {"files": {}}) == LEGACY_INPUT_HW == (256, 320)
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_decode_maps_output_cells_back_by_the_manifests_stride(stride):
+    """The same logit map means a region twice as large in input pixels at stride 8."""
+    from edge_runtime.detect.postprocess import DecodeParams, decode
+
+    logits = np.full((2, 64, 80), -8.0, np.float32)
+    logits[0, 10:20, 30:40] = 8.0  # text: cells 10..19 x 30..39
+    logits[1, 13:17, 33:37] = 8.0  # kernel: the centre half
+    [(quad, score)] = decode(logits, DecodeParams(stride=stride, min_area=10))
+    assert score > 0.99
+    xs, ys = quad[:, 0], quad[:, 1]
+    assert abs(xs.min() - 30 * stride) <= stride and abs(xs.max() - 40 * stride) <= stride
+    assert abs(ys.min() - 10 * stride) <= stride and abs(ys.max() - 20 * stride) <= stride

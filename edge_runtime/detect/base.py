@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_runtime.detect import Detection
+from edge_runtime.detect import Detection, DetectorUnavailable
 from edge_runtime.detect import manifest as mf
 from edge_runtime.detect import postprocess as pp
 
@@ -29,6 +29,11 @@ class ModelDetector:
             d["score_threshold"] = float(score_threshold)
         fields = pp.DecodeParams.__dataclass_fields__
         self.params = pp.DecodeParams(**{k: v for k, v in d.items() if k in fields})
+        self.input_hw = mf.input_hw(self.model_dir, self.manifest)
+        st = self.params.stride
+        if isinstance(st, bool) or not isinstance(st, int) or st < 1 or any(v % st for v in self.input_hw):
+            raise DetectorUnavailable(f"{self.model_dir / mf.MANIFEST}: output.decode.stride must be a positive "
+                                      f"integer dividing the input size {self.input_hw}, got {st!r}")
         self.threads = max(1, int(threads))
         self.precision = self.entry.get("precision", "int8")
         self._lock = threading.Lock()  # interpreters are not re-entrant
@@ -38,7 +43,7 @@ class ModelDetector:
         raise NotImplementedError
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Model input (INPUT_H x INPUT_W uint8, letterboxed) -> (2, H/4, W/4) float logits."""
+        """Model input (input_hw uint8, letterboxed) -> (2, H/stride, W/stride) float logits."""
         raise NotImplementedError
 
     def detect_input(self, x: np.ndarray) -> list[tuple[np.ndarray, float]]:
@@ -51,7 +56,7 @@ class ModelDetector:
         gray = np.asarray(gray)
         if gray.ndim == 3:
             gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY if gray.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-        x, lb = pp.letterbox(gray)
+        x, lb = pp.letterbox(gray, *self.input_hw)
         h, w = gray.shape
         out = []
         for quad, score in self.detect_input(x):

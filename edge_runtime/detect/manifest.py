@@ -81,3 +81,20 @@ def describe(model_dir: Path, manifest: dict, fmt: str) -> dict:
     if entry is None:
         raise DetectorUnavailable(f"{Path(model_dir) / MANIFEST}: no {fmt} model listed")
     return entry
+
+
+def input_hw(model_dir: Path, manifest: dict) -> tuple[int, int]:
+    """The model's input (height, width): frames are letterboxed to it and its decode stride
+    maps the output grid back. Manifests from before it was recorded per model are 256 x 320."""
+    from edge_runtime.detect import DetectorUnavailable
+    from edge_runtime.detect.postprocess import LEGACY_INPUT_HW
+
+    spec = manifest.get("input") or {}
+    hw = []
+    for key, legacy in zip(("height", "width"), LEGACY_INPUT_HW):
+        v = spec.get(key, legacy)
+        if isinstance(v, bool) or not isinstance(v, int) or not 16 <= v <= 4096:
+            raise DetectorUnavailable(f"{Path(model_dir) / MANIFEST}: input.{key} must be an integer "
+                                      f"from 16 to 4096, got {v!r}; rebuild with `python -m quantize all`")
+        hw.append(v)
+    return hw[0], hw[1]

@@ -26,6 +26,11 @@ class NcnnDetector(ModelDetector):
         if self.precision != "int8":  # the float comparison model: keep it truly fp32
             for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage"):
                 setattr(net.opt, flag, False)
+        declared = _declared_input_hw(paths["param"])
+        if declared is not None and declared != self.input_hw:
+            raise DetectorUnavailable(f"{paths['param']}: model input is {declared[0]} x {declared[1]}, but its "
+                                      f"manifest says {self.input_hw[0]} x {self.input_hw[1]}; the files are from "
+                                      "different builds")
         if net.load_param(str(paths["param"])) != 0:
             raise DetectorUnavailable(f"{paths['param']}: ncnn could not parse the model")
         if net.load_model(str(paths["bin"])) != 0:
@@ -46,3 +51,21 @@ class NcnnDetector(ModelDetector):
         if ret != 0:
             raise RuntimeError(f"ncnn extract failed ({ret})")
         return np.array(out, dtype=np.float32, copy=True)
+
+
+def _declared_input_hw(param: Path) -> tuple[int, int] | None:
+    """(h, w) of the param file's Input layer (0=w 1=h), if it declares them. ncnn itself
+    runs any input size, so a manifest/model mismatch would only show as wrong detections."""
+    try:
+        lines = param.read_text(errors="replace").splitlines()
+    except OSError:
+        return None  # ncnn's own load_param reports an unreadable file
+    for line in lines[2:]:
+        f = line.split()
+        if f and f[0] == "Input":
+            kv = dict(a.split("=", 1) for a in f[4:] if "=" in a)
+            try:
+                return int(kv["1"]), int(kv["0"])
+            except (KeyError, ValueError):
+                return None
+    return None
