@@ -24,13 +24,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Config:
-    train_frames: int = 16000
+    train_frames: int = 20000
     val_frames: int = 1200
     calib_frames: int = 256
-    epochs: int = 11
+    epochs: int = 12
     batch: int = 16
     lr: float = 3e-3
-    train_budget_s: float = 50 * 60  # the budget is 60 min; leave room for the rest
+    small_code_weight: float = 3.0  # quantize/train.py cell_weights: up to 3x the loss on small codes
+    train_budget_s: float = 60 * 60  # the training budget; synth and export come on top
     timing_runs: int = 100
     smoke: bool = False
 
@@ -56,12 +57,26 @@ def step_synth(cfg, seed, work, out):
 def step_train(cfg, seed, work, out):
     from quantize import train
 
+    from quantize import dataset
+
+    # Weights are reused only if they were trained on this data with this recipe; anything
+    # else (a changed generator, config or --max-steps) trains again.
+    recipe = {"data": dataset.cache_path(work / "data", seed, "train", cfg.train_frames).name,
+              "epochs": cfg.epochs, "batch": cfg.batch, "lr": cfg.lr,
+              "small_code_weight": cfg.small_code_weight, "max_steps": MAX_STEPS}
     done = work / "train" / "train.json"
     if done.exists() and (work / "train" / "weights.npz").exists():
-        log.info("train: reusing %s", done.parent)
-        return json.loads(done.read_text())
-    return train.train(_data(cfg, seed, work, "train"), work / "train", seed=seed, epochs=cfg.epochs,
-                       batch=cfg.batch, lr=cfg.lr, time_budget_s=cfg.train_budget_s, max_steps=MAX_STEPS)
+        summary = json.loads(done.read_text())
+        if summary.get("recipe") == recipe:
+            log.info("train: reusing %s", done.parent)
+            return summary
+        log.info("train: %s was trained with another recipe; training again", done.parent)
+    summary = train.train(_data(cfg, seed, work, "train"), work / "train", seed=seed, epochs=cfg.epochs,
+                          batch=cfg.batch, lr=cfg.lr, time_budget_s=cfg.train_budget_s, max_steps=MAX_STEPS,
+                          small_code_weight=cfg.small_code_weight)
+    summary["recipe"] = recipe
+    done.write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def step_export(cfg, seed, work, out):

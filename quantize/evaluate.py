@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_runtime.detect.postprocess import INPUT_H, INPUT_W
 from quantize.dataset import frame_quads
 from quantize.synth import CATEGORIES
 
@@ -93,7 +92,8 @@ def ground_truth(data: dict) -> tuple[list[list[np.ndarray]], list[list[np.ndarr
 def to_frame(preds: list[tuple[np.ndarray, float]], data: dict, i: int) -> list[tuple[np.ndarray, float]]:
     """Detections in model-input pixels -> frame i's pixels, clipped to the frame."""
     h, w = (int(v) for v in data["frame_hw"][i])
-    s = min(INPUT_W / w, INPUT_H / h)
+    ih, iw = data["x"].shape[1:3]  # the input size the frames were letterboxed to
+    s = min(iw / w, ih / h)
     out = []
     for quad, score in preds:
         q = quad / s

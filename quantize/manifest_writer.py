@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 from edge_runtime.detect.manifest import MANIFEST, sha256
-from edge_runtime.detect.postprocess import INPUT_H, INPUT_W, DecodeParams
+from edge_runtime.detect.postprocess import DecodeParams
+from quantize import model as qmodel
 
 NAME = "qr-detector"
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 
 
 def _base(model_dir: Path, formats: dict, decode: dict | None = None) -> dict:
@@ -25,14 +26,21 @@ def _base(model_dir: Path, formats: dict, decode: dict | None = None) -> dict:
     return {
         "name": NAME,
         "version": VERSION,
-        "input": {"height": INPUT_H, "width": INPUT_W, "channels": 1, "format": "gray8",
+        "input": {"height": qmodel.INPUT_H, "width": qmodel.INPUT_W, "channels": 1, "format": "gray8",
                   "resize": "letterbox: scale to fit (INTER_AREA), top-left aligned, zero padding",
                   "normalisation": "x = gray / 255 (TFLite int8: q = round(x / scale) + zero_point from the model)"},
         # decode: the defaults, or what an earlier step (quantize/tune.py) chose for this build
-        "output": {"layout": "NHWC (TFLite) / CHW (NCNN)", "decode": {**DecodeParams().as_dict(), **(decode or {})}},
+        "output": {"layout": "NHWC (TFLite) / CHW (NCNN)", "decode": {**default_decode().as_dict(), **(decode or {})}},
         "formats": formats,
         "files": files,
     }
+
+
+def default_decode() -> DecodeParams:
+    """Decoding of a fresh build: the output stride of this graph, and the smallest component
+    scaled with the input resolution (48 px^2 at 1.1's 256 x 320 input: the same frame area)."""
+    scale = qmodel.INPUT_W / 320
+    return DecodeParams(stride=qmodel.stride(), min_area=48.0 * scale * scale)
 
 
 def write_files(model_dir: Path, formats: dict) -> dict:
@@ -53,8 +61,6 @@ def write(model_dir: Path, *, metrics: dict | None, train: dict, config: dict, s
           seconds: float) -> dict:
     import numpy as np
     import tensorflow as tf
-
-    from quantize import model as qmodel
 
     path = model_dir / MANIFEST
     m = json.loads(path.read_text())

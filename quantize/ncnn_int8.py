@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.detect.postprocess import INPUT_H, INPUT_W
 from quantize import manifest_writer
 from quantize import model as qmodel
+from quantize.model import INPUT_H, INPUT_W
 
 log = logging.getLogger("quantize.ncnn")
 
@@ -67,12 +67,8 @@ def _graph_lines(scales: dict | None) -> list[str]:
         bottoms = " ".join(ref(i, n.name) for i in n.inputs)
         if n.op == "conv":
             cin = qmodel.shapes()[n.inputs[0]][2]
-            if n.k == 1:
-                pad = "4=0"
-            elif n.s == 2:  # TF 'SAME' on even sizes pads only right/bottom
-                pad = "4=0 15=1 14=0 16=1"
-            else:
-                pad = f"4={n.k // 2}"
+            top_, bottom_, left, right = _pads(n)  # TF 'SAME': stride 2 on even sizes pads only right/bottom
+            pad = f"4={left} 15={right} 14={top_} 16={bottom_}"
             parts = [f"0={n.out}", f"1={n.k}", f"3={n.s}", pad, "5=1", f"6={n.out * cin * n.k * n.k}"]
             if scales is not None:
                 parts.append("8=2")
@@ -85,6 +81,12 @@ def _graph_lines(scales: dict | None) -> list[str]:
             lines.append(f"Concat {n.name} {len(n.inputs)} 1 {bottoms} {top} 0=0")
         emit_split(n.name)
     return lines
+
+
+def _pads(n) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding of conv node n, as TFLite's 'SAME' computes it."""
+    h, w, _ = qmodel.shapes()[n.inputs[0]]
+    return (*qmodel.same_pads(h, n.k, n.s), *qmodel.same_pads(w, n.k, n.s))
 
 
 def _write_param(path: Path, scales: dict | None) -> None:
@@ -226,12 +228,7 @@ def prove_int8(model_dir: Path, weights: dict, x: np.ndarray, layers: tuple[str,
         y = np.array(y, dtype=np.float32, copy=True)
         w, b = weights[name]
         oihw = w.transpose(3, 2, 0, 1).astype(np.float32)
-        if n.k == 1:
-            pads = (0, 0, 0, 0)
-        elif n.s == 2:
-            pads = (0, 1, 0, 1)
-        else:
-            pads = (1, 1, 1, 1)
+        pads = _pads(n)
         qw, ws = quantize_weight(oihw)
         bs = float(scales[name])
         qa = _round_clip(a * bs).astype(np.int32)

@@ -388,11 +388,27 @@ def _finish(img, rng, strong_noise: bool) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+# Training frames draw the categories where codes are missed more often: damage (17 of model
+# 1.1's 55 misses) and, after damage had been doubled, motion blur and defocus (19 of the
+# next build's 46); clean and noise frames (1 miss each) less often. Validation and
+# calibration keep one category in 8 each, so metrics compare between builds and the tuned
+# threshold fits what is measured.
+TRAIN_SPLIT = 0
+TRAIN_CATEGORY_WEIGHTS = {"clean": 0.5, "noise": 0.75, "motion_blur": 1.5, "defocus": 1.5, "damage": 2.0}
+
+
+def _category(rng: np.random.Generator, split: int) -> str:
+    if split != TRAIN_SPLIT:
+        return CATEGORIES[int(rng.integers(len(CATEGORIES)))]
+    p = np.array([TRAIN_CATEGORY_WEIGHTS.get(c, 1.0) for c in CATEGORIES])
+    return CATEGORIES[int(rng.choice(len(CATEGORIES), p=p / p.sum()))]
+
+
 def make_frame(seed: int, split: int, index: int) -> Frame:
     """One labelled frame, a pure function of (seed, split, index)."""
     rng = np.random.default_rng([seed, split, index])
     w, h = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
-    category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
+    category = _category(rng, split)
     img = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))](rng, h, w).astype(np.float32)
     if rng.random() < 0.4:  # a second texture region: a box edge, a label, a tray
         other = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))](rng, h, w).astype(np.float32)

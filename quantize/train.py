@@ -7,10 +7,11 @@ import logging
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from edge_runtime.detect.postprocess import INPUT_H, INPUT_W
 from quantize import model as qmodel
+from quantize.model import INPUT_H, INPUT_W
 
 log = logging.getLogger("quantize.train")
 
@@ -32,30 +33,54 @@ def setup_tf(seed: int, threads: int = 2):
 
 
 def _loss_fn(tf):
-    bce = tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction="none")
-
-    def loss(y_true, logits):
+    def loss(y_true, logits, cell_w):
         p = tf.sigmoid(logits)
         total = 0.0
-        for ch, weight in ((0, 1.0), (1, 1.0)):
-            t = y_true[..., ch : ch + 1]
-            l = logits[..., ch : ch + 1]
-            b = tf.reduce_mean(bce(t, l))
-            pc = p[..., ch]
-            tc = t[..., 0]
-            inter = tf.reduce_sum(pc * tc, axis=[1, 2])
-            dice = 1.0 - (2.0 * inter + 1.0) / (tf.reduce_sum(pc, axis=[1, 2]) + tf.reduce_sum(tc, axis=[1, 2]) + 1.0)
-            total += weight * (b * 4.0 + tf.reduce_mean(dice))
+        for ch in (0, 1):
+            t = y_true[..., ch]
+            l = logits[..., ch]
+            bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=t, logits=l)
+            b = tf.reduce_sum(bce * cell_w) / tf.reduce_sum(cell_w)
+            inter = tf.reduce_sum(p[..., ch] * t, axis=[1, 2])
+            dice = 1.0 - (2.0 * inter + 1.0) / (tf.reduce_sum(p[..., ch], axis=[1, 2]) + tf.reduce_sum(t, axis=[1, 2]) + 1.0)
+            total += b * 4.0 + tf.reduce_mean(dice)
         return total
 
     return loss
+
+
+REF_CELLS = 100.0  # a code of 10 x 10 output cells (80 px across in a VGA frame) has weight 1
+
+
+def cell_weights(text: np.ndarray, cap: float) -> np.ndarray:
+    """(B, h, w) BCE weight per output cell: 1, and up to `cap` on and around small codes.
+
+    Why: in a per-cell mean a code of 3 x 3 cells is 1/10 of the loss of a 10 x 10 one, and a
+    soft image-level Dice is dominated by the big code in the same frame, so small codes are
+    learnt last - they are most of model 1.1's misses (46 of 55 were under 50 input px across).
+    Each code (a connected component of the text target) gets sqrt(REF_CELLS / its area),
+    clipped to [1, cap], spread one cell outward so the blurry edge cells count as well.
+    """
+    out = np.ones(text.shape[:3], np.float32)
+    if cap <= 1.0:
+        return out
+    for b in range(len(text)):
+        n, lab = cv2.connectedComponents((text[b] >= 64).astype(np.uint8), connectivity=8)
+        if n <= 1:
+            continue
+        area = np.bincount(lab.ravel(), weights=text[b].ravel() / 255.0, minlength=n)
+        w = np.clip(np.sqrt(REF_CELLS / np.maximum(area, 1e-3)), 1.0, cap).astype(np.float32)
+        w[0] = 1.0
+        out[b] = cv2.dilate(w[lab], np.ones((3, 3), np.uint8))
+    return out
 
 
 PROBE_STEPS = 40
 
 
 def train(data: dict, out_dir: Path, *, seed: int, epochs: int, batch: int = 16, lr: float = 3e-3,
-          threads: int = 2, time_budget_s: float | None = None, max_steps: int | None = None) -> dict:
+          threads: int = 2, time_budget_s: float | None = None, max_steps: int | None = None,
+          small_code_weight: float = 1.0) -> dict:
     """Train and write folded float weights (out_dir/weights.npz); returns a small summary.
 
     time_budget_s caps the wall time (the 60 min budget on a shared 2-core machine): after a
@@ -82,12 +107,12 @@ def train(data: dict, out_dir: Path, *, seed: int, epochs: int, batch: int = 16,
         return lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * p)))
 
     @tf.function(reduce_retracing=True)
-    def step(xb, yb):
+    def step(xb, yb, wb):
         xb = tf.cast(xb, tf.float32)[..., None] / 255.0
         yb = tf.cast(yb, tf.float32) / 255.0
         with tf.GradientTape() as tape:
             logits = net(xb, training=True)
-            loss = loss_fn(yb, logits)
+            loss = loss_fn(yb, logits, wb)
         grads = tape.gradient(loss, net.trainable_variables)
         opt.apply_gradients(zip(grads, net.trainable_variables))
         return loss
@@ -115,7 +140,7 @@ def train(data: dict, out_dir: Path, *, seed: int, epochs: int, batch: int = 16,
             xb, yb = xb.copy(), yb.copy()
             xb[flip] = xb[flip][:, :, ::-1]
             yb[flip] = yb[flip][:, :, ::-1]
-        losses.append(float(step(xb, yb)))
+        losses.append(float(step(xb, yb, cell_weights(yb[..., 0], small_code_weight))))
         i += 1
         if i == 5:
             t5 = time.monotonic()  # after tracing: the probe measures steady-state speed
@@ -141,7 +166,7 @@ def train(data: dict, out_dir: Path, *, seed: int, epochs: int, batch: int = 16,
              **{f"{k}/b": v[1] for k, v in weights.items()})
     summary = {"epochs": epochs, "steps": done, "planned_steps": planned, "batch": batch, "lr": lr,
                "train_frames": n, "loss_history": history, "seconds": round(time.monotonic() - t0, 1),
-               "stopped_early": stopped_early, "seed": seed}
+               "stopped_early": stopped_early, "seed": seed, "small_code_weight": small_code_weight}
     (out_dir / "train.json").write_text(json.dumps(summary, indent=1))
     return summary
 

@@ -3,8 +3,14 @@
 A component's score is its mean kernel probability. Look-alikes (DataMatrix, checkerboards)
 and fragments of damaged codes come out with scores of 0.5-0.8, real codes mostly above 0.9,
 and a borderline component is also where TFLite and NCNN disagree, since their int8 rounding
-differs. The threshold is the one with the best F1 (recall and precision at IoU >= 0.5) of the
-INT8 TFLite model on the calibration frames; ties go to the lower threshold (more recall).
+differs.
+
+The rule is recall first, under a precision floor: of the thresholds whose precision (IoU >=
+0.5, INT8 TFLite, calibration frames) is at least MIN_PRECISION, the one with the highest
+recall; at equal recall the higher threshold. On a line a missed code is a no-read that stops
+it, while a false detection costs one failed decode attempt inside the frame's budget (the
+reader never reports a payload it did not decode), so F1, which prices both the same, is the
+wrong objective. If no threshold reaches the floor, the best F1 wins.
 """
 
 from __future__ import annotations
@@ -20,6 +26,15 @@ from edge_runtime.detect.postprocess import decode
 log = logging.getLogger("quantize.tune")
 
 GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+MIN_PRECISION = 0.975  # the issue's floor of 0.97, plus a margin for 390 calibration codes
+
+
+def pick(table: list[dict], min_precision: float = MIN_PRECISION) -> dict:
+    """The grid row the rule above chooses."""
+    ok = [row for row in table if row["precision"] >= min_precision]
+    if ok:
+        return max(ok, key=lambda row: (row["recall"], row["score_threshold"]))
+    return max(table, key=lambda row: (row["f1"], -row["score_threshold"]))
 
 
 def choose(model_dir: Path, data: dict, grid: tuple[float, ...] = GRID) -> tuple[float, list[dict]]:
@@ -41,8 +56,7 @@ def choose(model_dir: Path, data: dict, grid: tuple[float, ...] = GRID) -> tuple
         r, p = (v or 0.0 for v in rates(tp, fp, fn))
         f1 = 2 * r * p / (r + p) if r + p else 0.0
         table.append({"score_threshold": t, "recall": round(r, 4), "precision": round(p, 4), "f1": round(f1, 4)})
-    best = max(table, key=lambda row: (row["f1"], -row["score_threshold"]))
-    return best["score_threshold"], table
+    return pick(table)["score_threshold"], table
 
 
 def set_decode(model_dir: Path, score_threshold: float) -> None:
@@ -59,8 +73,12 @@ def tune(out: Path, float_dir: Path, calib: dict) -> dict:
     for row in table:
         log.info("score_threshold %.2f: recall %.4f precision %.4f F1 %.4f", row["score_threshold"],
                  row["recall"], row["precision"], row["f1"])
-    log.info("chosen score_threshold %.2f (best F1 on %d calibration frames)", t, len(calib["x"]))
+    how = (f"highest recall at precision >= {MIN_PRECISION}" if any(r["precision"] >= MIN_PRECISION for r in table)
+           else f"no threshold reaches precision {MIN_PRECISION}: best F1")
+    log.info("chosen score_threshold %.2f (%s, %d calibration frames)", t, how, len(calib["x"]))
     set_decode(out, t)
     if (Path(float_dir) / MANIFEST).exists():  # floats are compared under the same decoding
         set_decode(float_dir, t)
-    return {"score_threshold": t, "calibration_frames": int(len(calib["x"])), "grid": table}
+    return {"score_threshold": t, "calibration_frames": int(len(calib["x"])), "min_precision": MIN_PRECISION,
+            "rule": "highest recall at precision >= min_precision (higher threshold on ties), else best F1",
+            "grid": table}
