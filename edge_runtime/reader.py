@@ -29,6 +29,9 @@ _UPSCALE_MAX_PIXELS = 1_400_000
 # OpenCV and ZBar slow down sharply on phone-camera frames; a copy at this size
 # keeps them near 30 ms and codes in such photos are large.
 _FALLBACK_MAX_SIDE = 1600
+# An attempt never measured is run anyway, once, after being skipped this many times: see
+# Reader._timed.
+_PROBE_AFTER_SKIPS = 8
 
 
 class Reader:
@@ -74,6 +77,7 @@ class Reader:
         self.blur_lengths = [float(x) for x in blur_lengths]
         self.noread_score = noread_score
         self._cost: dict = {}  # attempt -> ms it usually takes here (for the deadline)
+        self._unmeasured_skips: dict = {}  # attempt -> times skipped before it was ever measured
 
     @property
     def available(self) -> list[str]:
@@ -163,11 +167,20 @@ class Reader:
         Checking only whether the deadline has passed would let a 60 ms OpenCV pass start
         at 30 ms and finish far too late; each attempt's cost is learned as it runs (per
         frame size). An attempt not yet measured is assumed to take half the budget, so
-        it is first tried on a frame where the earlier work was quick."""
+        it is first tried on a frame where the earlier work was quick. On a slow CPU no frame
+        is that quick (a 16 ms detector and a 4 ms first pass leave 13 of 33 ms), and an
+        attempt that is never run is never measured: after a few skips it is run once where
+        the frame still has time left, and from then on its measured cost decides."""
         if self.deadline_ms is not None:
             spent = (time.perf_counter() - t0) * 1000.0
-            if spent + self._cost.get(key, 0.5 * self.deadline_ms) > self.deadline_ms:
-                return None
+            cost = self._cost.get(key)
+            if spent + (0.5 * self.deadline_ms if cost is None else cost) > self.deadline_ms:
+                if cost is not None or spent >= self.deadline_ms:
+                    return None
+                skips = self._unmeasured_skips.get(key, 0)
+                if skips < _PROBE_AFTER_SKIPS:
+                    self._unmeasured_skips[key] = skips + 1
+                    return None
         a = time.perf_counter()
         codes = attempt()
         ms = (time.perf_counter() - a) * 1000.0

@@ -125,6 +125,43 @@ def test_deadline_stops_retries():
     assert r.read(rng.integers(0, 256, (720, 1280), dtype=np.uint8)) == []
 
 
+def test_unmeasured_attempt_is_probed_when_no_frame_leaves_half_the_budget():
+    """On a slow CPU the first pass and the detector use more than half the budget on every
+    frame; an attempt assumed to cost half the budget would then never run, so never be
+    measured. It is run once after a few skips, and its measured cost decides from then on."""
+    import time
+
+    r = Reader(detector="none", deadline_ms=100.0)
+    runs = []
+
+    def attempt():
+        runs.append(1)
+        return []
+
+    def frame_with_60_ms_spent():
+        return r._timed(("roi", 0), attempt, time.perf_counter() - 0.060)
+
+    results = [frame_with_60_ms_spent() for _ in range(8)]
+    assert results == [None] * 8 and runs == []  # unmeasured: assumed 50 ms, 60 + 50 > 100
+    assert frame_with_60_ms_spent() == [] and len(runs) == 1  # the probe
+    assert ("roi", 0) in r._cost
+    for _ in range(5):
+        assert frame_with_60_ms_spent() == []  # measured as cheap: it runs on every frame
+    assert len(runs) == 6
+
+
+def test_known_expensive_attempt_and_late_frames_are_never_probed():
+    import time
+
+    r = Reader(detector="none", deadline_ms=100.0)
+    runs = []
+    r._cost[("frame", 1)] = 80.0  # measured: too slow for the 40 ms left
+    for _ in range(20):
+        assert r._timed(("frame", 1), lambda: runs.append(1) or [], time.perf_counter() - 0.060) is None
+        assert r._timed(("frame", 2), lambda: runs.append(1) or [], time.perf_counter() - 0.101) is None
+    assert runs == []
+
+
 def test_code_to_dict_is_json_ready():
     c = Code(text="x", raw=b"x", corners=[(1, 2), (3, 2), (3, 4), (1, 4)], decoder="zxing")
     d = c.to_dict()
