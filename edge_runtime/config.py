@@ -76,6 +76,9 @@ SECTIONS: dict[str, dict[str, Opt]] = {
         # A version that fails its sha256 check or self-test is refused: the last good one runs.
         "model": Opt((str,), ""),
         "deadline_ms": Opt((int, float), 33.0, minimum=1),
+        # Threads for the detector's model call. 1 leaves the other cores to capture, decoding
+        # and the sinks; 2 halves the detector's time where it is the bottleneck (see README).
+        "detector_threads": Opt((int,), 1, minimum=1, maximum=16),
         # Motion blur: the belt's direction in the image (degrees, 0 = +x) and, when both
         # are given, speed x exposure = the smear length tried first (else estimated per ROI).
         "blur_angle": Opt((int, float), None, minimum=0, maximum=180),

@@ -71,18 +71,19 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise UserError(f"{root}: models dir not found" + ("" if args.dir else f" (set {mf.ENV} or use --dir)"))
     versions = list_versions(root)
-    active = fallback = None
+    active = fallback = backend = None
     if name != "none" and versions:
         with _quiet_detect_log():
             try:
                 choice = detect.choose(name, model=model, model_dir=root)
                 active, fallback = choice.version, choice.fallback
+                backend = getattr(choice.detector, "fmt", None)
             except detect.DetectorUnavailable as exc:
                 fallback = str(exc).splitlines()[0]
     tests = {v.version: _self_test(name if name != "none" else "auto", v) for v in versions} if args.test else {}
     if args.json:
         print(json.dumps({
-            "dir": str(root), "detector": name, "model": model, "active": active, "fallback": fallback,
+            "dir": str(root), "detector": name, "backend": backend, "model": model, "active": active, "fallback": fallback,
             "versions": [{"version": v.version, "path": str(v.path), "ok": v.ok, "error": v.error,
                           "active": v.version == active,
                           "files": {f: {"sha256": v.hashes[f], "manifest_sha256": v.expected[f], "ok": v.files[f]}
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     wanted = f'model "{model}"' if model else "model \"\" (newest that passes)"
     print(f"models dir: {root}")
-    print(f"active: {active or 'none (whole-frame reading)'}  [detector {name}, {wanted}]")
+    runs = f"detector {name}" + (f" -> {backend}" if backend and backend != name else "")
+    print(f"active: {active or 'none (whole-frame reading)'}  [{runs}, {wanted}]")
     if fallback:
         print(f"fallback: {fallback}")
     if not versions:

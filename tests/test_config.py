@@ -39,11 +39,20 @@ def problems(tmp_path: Path, text: str) -> list[str]:
     return ei.value.problems
 
 
+@pytest.mark.parametrize("value,says", [("0", "reader.detector_threads: must be at least 1, got 0"),
+                                         ("2.5", "reader.detector_threads: expected integer, got 2.5")])
+def test_detector_threads_is_checked(tmp_path, value, says):
+    path = write(tmp_path, BASE + f"[reader]\ndetector_threads = {value}\n")
+    with pytest.raises(config.ConfigError) as ei:
+        config.load(str(path))
+    assert ei.value.problems == [f"{path}: {says}"]
+
+
 def test_minimal_config_gets_every_default(tmp_path):
     cfg = config.load(str(write(tmp_path, BASE)))
     assert cfg["device_id"] == "dev1"
     assert cfg["reader"] == {"decoders": ["zxing", "opencv", "zbar"], "detector": "auto", "model": "", "deadline_ms": 33.0,
-                             "blur_angle": None, "speed_px_s": None, "exposure_ms": None,
+                             "detector_threads": 1, "blur_angle": None, "speed_px_s": None, "exposure_ms": None,
                              "noread_events": True, "noread_score": 0.6, "noread_dir": None,
                              "noread_keep": 200, "noread_max_mb": 50.0}
     assert cfg["trigger"]["mode"] == "continuous"
@@ -213,7 +222,7 @@ def test_check_config_exit_2_with_one_line_per_problem_on_stderr(tmp_path):
     assert r.returncode == 2
     assert r.stdout == ""
     assert r.stderr.splitlines() == [
-        f"{p}: reader.retry: unknown key (known: decoders, detector, model, deadline_ms, blur_angle, speed_px_s, exposure_ms, noread_events, noread_score, noread_dir, noread_keep, noread_max_mb)",
+        f"{p}: reader.retry: unknown key (known: decoders, detector, model, deadline_ms, detector_threads, blur_angle, speed_px_s, exposure_ms, noread_events, noread_score, noread_dir, noread_keep, noread_max_mb)",
         f'{p}: sinks[1].baudrate: expected integer, got "fast"',
     ]
     assert "Traceback" not in r.stderr

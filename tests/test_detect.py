@@ -192,3 +192,38 @@ def test_decode_maps_output_cells_back_by_the_manifests_stride(stride):
     xs, ys = quad[:, 0], quad[:, 1]
     assert abs(xs.min() - 30 * stride) <= stride and abs(xs.max() - 40 * stride) <= stride
     assert abs(ys.min() - 10 * stride) <= stride and abs(ys.max() - 20 * stride) <= stride
+
+
+def test_auto_runs_the_backend_that_is_faster_on_this_cpu(monkeypatch):
+    """Which runtime is faster depends on the CPU (TFLite on an AMX Xeon, NCNN on a Zen 1
+    EPYC), so "auto" times both at load and keeps the faster; slowing one down flips it."""
+    import time
+
+    from edge_runtime.detect.ncnn import NcnnDetector
+
+    real = NcnnDetector.logits
+
+    def slow_ncnn(self, x):
+        time.sleep(0.05)  # slower than either runtime's model call on any machine we know
+        return real(self, x)
+
+    det = detect.load("auto", model_dir=MODELS)
+    assert set(det.backend_ms) == {"tflite", "ncnn"}
+    assert det.fmt == min(det.backend_ms, key=det.backend_ms.get)
+    monkeypatch.setattr(NcnnDetector, "logits", slow_ncnn)
+    det = detect.load("auto", model_dir=MODELS)
+    assert det.fmt == "tflite" and det.backend_ms["ncnn"] >= 50
+    monkeypatch.setattr(NcnnDetector, "logits", real)
+    from edge_runtime.detect.tflite import TFLiteDetector
+
+    real_t = TFLiteDetector.logits
+    monkeypatch.setattr(TFLiteDetector, "logits", lambda self, x: (time.sleep(0.05), real_t(self, x))[1])
+    assert detect.load("auto", model_dir=MODELS).fmt == "ncnn"
+
+
+def test_auto_with_one_runtime_missing_takes_the_other(monkeypatch):
+    import edge_runtime.detect as d
+
+    monkeypatch.setitem(d.BACKENDS, "tflite", "edge_runtime.detect.no_such_module:X")
+    det = detect.load("auto", model_dir=MODELS)
+    assert det.fmt == "ncnn" and not hasattr(det, "backend_ms")

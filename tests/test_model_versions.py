@@ -169,6 +169,26 @@ def test_service_reload_keeps_the_good_model_and_reports_it(tmp_path, models, mo
         wait_for(lambda: svc.stats.reads > n, what="reads with the new model")
 
 
+def test_reload_with_another_backend_or_thread_count_loads_it(tmp_path, models, monkeypatch):
+    """The running detector is kept on reload only if it is what the new config asks for: a
+    change of `detector` or `detector_threads` alone (same model version) must take effect."""
+    monkeypatch.setenv(mf.ENV, str(models))
+    path = make_config(tmp_path, source={"realtime": True})
+    good = path.read_text()
+    with Running(path) as run:
+        svc = run.service
+        assert svc.status()["detector_backend"] in ("tflite", "ncnn") and svc.reader.detector.threads == 1
+        for backend in ("tflite", "ncnn"):
+            path.write_text(good.replace("[source]", f'[reader]\ndetector = "{backend}"\n[source]'))
+            assert svc.reload() is True
+            assert svc.status()["detector_backend"] == backend and svc.status()["model"] == "1.0.0"
+        path.write_text(good.replace("[source]", '[reader]\ndetector = "ncnn"\ndetector_threads = 2\n[source]'))
+        assert svc.reload() is True
+        assert svc.reader.detector.threads == 2 and svc.status()["detector_backend"] == "ncnn"
+        n = svc.stats.reads
+        wait_for(lambda: svc.stats.reads > n, what="reads after the reload")
+
+
 def test_models_command_lists_versions_hashes_and_active(models, tmp_path, capsys):
     add_version(models, "1.1.0", "truncated")
     add_version(models, "1.2.0", "blind")

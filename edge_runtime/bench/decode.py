@@ -438,6 +438,8 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--deadline-ms", type=float, default=None, help="per-frame deadline for the Reader columns (default: none)"
     )
+    p.add_argument("--detector-threads", type=int, default=None,
+                   help="threads for the detector's model call in the Reader columns (default 1)")
     p.add_argument(
         "--save-misses",
         action="store_true",
@@ -463,6 +465,13 @@ def _main(args) -> int:
         raise UserError(f"unknown category {bad[0]!r} for --categories; choose from {', '.join(CATEGORIES)}")
     if args.deadline_ms is not None and args.deadline_ms <= 0:
         raise UserError("--deadline-ms must be above 0")
+    if args.detector_threads is not None and args.detector_threads < 1:
+        raise UserError("--detector-threads must be at least 1")
+    reader_options = {}
+    if args.deadline_ms is not None:
+        reader_options["deadline_ms"] = args.deadline_ms
+    if args.detector_threads is not None:
+        reader_options["threads"] = args.detector_threads
     on_miss = None
     if args.save_misses:
         miss_dir = args.out / "misses"
@@ -480,7 +489,7 @@ def _main(args) -> int:
         decoders=_split(args.decoders) or DEFAULT_DECODERS,
         categories=cats,
         progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-        reader_options={"deadline_ms": args.deadline_ms} if args.deadline_ms is not None else None,
+        reader_options=reader_options or None,
         on_miss=on_miss,
     )
     try:

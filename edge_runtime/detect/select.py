@@ -80,7 +80,8 @@ def choose(name: str, *, model: str = "", keep=None, model_dir: str | Path | Non
 def _pick(name: str, candidates: list[VersionInfo], keep, refused: list, options: dict):
     for info in candidates:
         if (keep is not None and info.ok and getattr(keep, "version", None) == info.version
-                and Path(getattr(keep, "model_dir", "")) == info.path):
+                and Path(getattr(keep, "model_dir", "")) == info.path and name in ("auto", getattr(keep, "fmt", ""))
+                and getattr(keep, "threads", 1) == max(1, int(options.get("threads", 1)))):
             return keep  # already running and tested: no second copy in memory
         try:
             return try_version(name, info, **options)

@@ -174,6 +174,8 @@ class Service:
             "sinks": sinks,
             "trigger": self.trigger.state(),
             "model": getattr(self.reader, "model_version", None),
+            # which runtime runs it ("auto" takes the faster here): tflite | ncnn | None
+            "detector_backend": getattr(getattr(self.reader, "detector", None), "fmt", None),
             "model_fallback": getattr(self.reader, "model_fallback", None),
         }
 
@@ -218,7 +220,7 @@ class Service:
             keep = self.reader.detector if self.reader is not None else None
             return Reader(r["decoders"], detector=r["detector"], deadline_ms=r["deadline_ms"],
                           blur_angle=r["blur_angle"], blur_lengths=lengths, noread_score=r["noread_score"],
-                          model=r["model"], keep=keep)
+                          model=r["model"], threads=r["detector_threads"], keep=keep)
         except Exception as exc:  # noqa: BLE001 - DetectorUnavailable, no decoder...
             raise ServiceError(f"reader: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
