@@ -42,6 +42,13 @@ class ModelDetector:
     def _load(self, paths: dict[str, Path]) -> None:
         raise NotImplementedError
 
+    def _refuse_other_input(self, path: Path, declared_hw) -> None:
+        """A model file whose own input size is not the manifest's: letterboxing to one and
+        decoding by the other would put every quad in the wrong place."""
+        raise DetectorUnavailable(f"{path}: model input is {' x '.join(map(str, declared_hw))}, but its "
+                                  f"manifest says {self.input_hw[0]} x {self.input_hw[1]}; the files are from "
+                                  "different builds")
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Model input (input_hw uint8, letterboxed) -> (2, H/stride, W/stride) float logits."""
         raise NotImplementedError

@@ -28,9 +28,7 @@ class NcnnDetector(ModelDetector):
                 setattr(net.opt, flag, False)
         declared = _declared_input_hw(paths["param"])
         if declared is not None and declared != self.input_hw:
-            raise DetectorUnavailable(f"{paths['param']}: model input is {declared[0]} x {declared[1]}, but its "
-                                      f"manifest says {self.input_hw[0]} x {self.input_hw[1]}; the files are from "
-                                      "different builds")
+            self._refuse_other_input(paths["param"], declared)
         if net.load_param(str(paths["param"])) != 0:
             raise DetectorUnavailable(f"{paths['param']}: ncnn could not parse the model")
         if net.load_model(str(paths["bin"])) != 0:

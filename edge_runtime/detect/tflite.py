@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.detect import DetectorUnavailable
 from edge_runtime.detect.base import ModelDetector
 
 try:  # LiteRT is the successor of tflite_runtime; either gives the same Interpreter
@@ -31,9 +30,7 @@ class TFLiteDetector(ModelDetector):
         self._out = self.interp.get_output_details()[0]
         shape = tuple(int(v) for v in self._in["shape"])
         if shape != (1, *self.input_hw, 1):
-            raise DetectorUnavailable(f"{paths['model']}: model input is {' x '.join(map(str, shape[1:3]))}, but its "
-                                      f"manifest says {self.input_hw[0]} x {self.input_hw[1]}; the files are from "
-                                      "different builds")
+            self._refuse_other_input(paths["model"], shape[1:3])
         g = np.arange(256, dtype=np.float64) / 255.0
         if self._in["dtype"] == np.float32:
             self._lut = g.astype(np.float32)
