@@ -55,9 +55,7 @@ def step_synth(cfg, seed, work, out):
 
 
 def step_train(cfg, seed, work, out):
-    from quantize import train
-
-    from quantize import dataset
+    from quantize import dataset, train
 
     # Weights are reused only if they were trained on this data with this recipe; anything
     # else (a changed generator, config or --max-steps) trains again.

@@ -395,13 +395,14 @@ def _finish(img, rng, strong_noise: bool) -> np.ndarray:
 # threshold fits what is measured.
 TRAIN_SPLIT = 0
 TRAIN_CATEGORY_WEIGHTS = {"clean": 0.5, "noise": 0.75, "motion_blur": 1.5, "defocus": 1.5, "damage": 2.0}
+_TRAIN_CATEGORY_P = np.array([TRAIN_CATEGORY_WEIGHTS.get(c, 1.0) for c in CATEGORIES])
+_TRAIN_CATEGORY_P = _TRAIN_CATEGORY_P / _TRAIN_CATEGORY_P.sum()
 
 
 def _category(rng: np.random.Generator, split: int) -> str:
     if split != TRAIN_SPLIT:
         return CATEGORIES[int(rng.integers(len(CATEGORIES)))]
-    p = np.array([TRAIN_CATEGORY_WEIGHTS.get(c, 1.0) for c in CATEGORIES])
-    return CATEGORIES[int(rng.choice(len(CATEGORIES), p=p / p.sum()))]
+    return CATEGORIES[int(rng.choice(len(CATEGORIES), p=_TRAIN_CATEGORY_P))]
 
 
 def make_frame(seed: int, split: int, index: int) -> Frame:

@@ -29,9 +29,13 @@ GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 MIN_PRECISION = 0.975  # the issue's floor of 0.97, plus a margin for 390 calibration codes
 
 
+def _floor_met(table: list[dict], min_precision: float) -> list[dict]:
+    return [row for row in table if row["precision"] >= min_precision]
+
+
 def pick(table: list[dict], min_precision: float = MIN_PRECISION) -> dict:
     """The grid row the rule above chooses."""
-    ok = [row for row in table if row["precision"] >= min_precision]
+    ok = _floor_met(table, min_precision)
     if ok:
         return max(ok, key=lambda row: (row["recall"], row["score_threshold"]))
     return max(table, key=lambda row: (row["f1"], -row["score_threshold"]))
@@ -73,7 +77,7 @@ def tune(out: Path, float_dir: Path, calib: dict) -> dict:
     for row in table:
         log.info("score_threshold %.2f: recall %.4f precision %.4f F1 %.4f", row["score_threshold"],
                  row["recall"], row["precision"], row["f1"])
-    how = (f"highest recall at precision >= {MIN_PRECISION}" if any(r["precision"] >= MIN_PRECISION for r in table)
+    how = (f"highest recall at precision >= {MIN_PRECISION}" if _floor_met(table, MIN_PRECISION)
            else f"no threshold reaches precision {MIN_PRECISION}: best F1")
     log.info("chosen score_threshold %.2f (%s, %d calibration frames)", t, how, len(calib["x"]))
     set_decode(out, t)
