@@ -150,10 +150,20 @@ def test_bench_without_a_benchmark_prints_help():
     assert "decode" in p.stdout
 
 
-@pytest.mark.parametrize("bad", [["--per-category", "0"], ["--categories", "nominal", "sideways"]])
+@pytest.mark.parametrize("bad", [["--per-category", "0"], ["--categories", "nominal", "sideways"],
+                                 ["--detector-threads", "0"]])
 def test_bench_decode_bad_options(tmp_path, bad):
     p = _cli("decode", *bad, "--out", tmp_path, timeout=60)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "edge-runtime: error:" in p.stderr
+
+
+def test_bench_decode_detector_threads_reach_the_reader_column(tmp_path):
+    p = _cli("decode", "--per-category", 1, "--categories", "nominal", "--decoders", "reader+ncnn",
+             "--detector-threads", 2, "--deadline-ms", 33, "--out", tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr
+    data = json.loads((tmp_path / "bench-decode.json").read_text())
+    assert data["reader_options"] == {"deadline_ms": 33.0, "threads": 2}
+    assert data["categories"]["nominal"]["reader+ncnn"]["rate"] == 100.0
 
 
 def test_reader_options_reach_reader_columns_and_misses_are_listed():

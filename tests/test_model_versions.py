@@ -185,6 +185,7 @@ def test_reload_with_another_backend_or_thread_count_loads_it(tmp_path, models, 
         path.write_text(good.replace("[source]", '[reader]\ndetector = "ncnn"\ndetector_threads = 2\n[source]'))
         assert svc.reload() is True
         assert svc.reader.detector.threads == 2 and svc.status()["detector_backend"] == "ncnn"
+        assert svc.reader.detector.net.opt.num_threads == 2  # what the ncnn runtime itself was given
         n = svc.stats.reads
         wait_for(lambda: svc.stats.reads > n, what="reads after the reload")
 
