@@ -14,6 +14,12 @@ from edge_runtime.detect import manifest as mf
 from edge_runtime.detect import postprocess as pp
 
 
+def thread_count(threads) -> int:
+    """The thread count a detector runs with for a requested one (at least 1). Also what a
+    reload compares, so a running detector is kept only if it runs the count asked for."""
+    return max(1, int(threads))
+
+
 class ModelDetector:
     fmt = ""  # manifest "formats" key
     file_keys: tuple[str, ...] = ()  # keys of that entry naming files
@@ -34,7 +40,7 @@ class ModelDetector:
         if isinstance(st, bool) or not isinstance(st, int) or st < 1 or any(v % st for v in self.input_hw):
             raise DetectorUnavailable(f"{self.model_dir / mf.MANIFEST}: output.decode.stride must be a positive "
                                       f"integer dividing the input size {self.input_hw}, got {st!r}")
-        self.threads = max(1, int(threads))
+        self.threads = thread_count(threads)
         self.precision = self.entry.get("precision", "int8")
         self._lock = threading.Lock()  # interpreters are not re-entrant
         self._load(paths)

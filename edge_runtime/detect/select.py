@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edge_runtime.detect import Choice, DetectorUnavailable, _load_backend
 from edge_runtime.detect import manifest as mf
+from edge_runtime.detect.base import thread_count
 from edge_runtime.detect.selftest import self_test
 from edge_runtime.detect.versions import VersionInfo, list_versions
 
@@ -81,7 +82,7 @@ def _pick(name: str, candidates: list[VersionInfo], keep, refused: list, options
     for info in candidates:
         if (keep is not None and info.ok and getattr(keep, "version", None) == info.version
                 and Path(getattr(keep, "model_dir", "")) == info.path and name in ("auto", getattr(keep, "fmt", ""))
-                and getattr(keep, "threads", 1) == max(1, int(options.get("threads", 1)))):
+                and getattr(keep, "threads", 1) == thread_count(options.get("threads", 1))):
             return keep  # already running and tested: no second copy in memory
         try:
             return try_version(name, info, **options)
