@@ -197,6 +197,7 @@ def test_models_command_lists_versions_hashes_and_active(models, tmp_path, capsy
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert "active: 1.0.0" in out and "fallback: model 1.2.0 refused" in out
+    assert re.search(r"\[detector auto -> (tflite|ncnn), ", out)  # which runtime auto chose, timed here
     rows = [m.groups() for ln in lines if (m := re.match(r"([* ]) (\S+)\s+(OK|MISMATCH|BROKEN)\s+(\S+)$", ln))]
     assert rows == [(" ", "1.2.0", "OK", str(models / "1.2.0")), (" ", "1.1.0", "MISMATCH", str(models / "1.1.0")),
                     ("*", "1.0.0", "OK", str(models / "1.0.0"))]
@@ -209,6 +210,7 @@ def test_models_command_lists_versions_hashes_and_active(models, tmp_path, capsy
     assert cli_main(["models", "--dir", str(models), "--config", str(cfg), "--json", "--test"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["model"] == "1.2.0" and doc["active"] == "1.0.0" and "self-test failed" in doc["fallback"]
+    assert doc["detector"] == "auto" and doc["backend"] in ("tflite", "ncnn")
     by = {v["version"]: v for v in doc["versions"]}
     assert list(by) == ["1.2.0", "1.1.0", "1.0.0"]
     assert by["1.0.0"]["active"] and by["1.0.0"]["self_test"]["passed"]
