@@ -20,12 +20,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed-run: setup.cfg pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-run: setup.cfg pyproject.toml scripts/sysdeps.sh | $(VENV)/bin/python
 	./scripts/sysdeps.sh run
 	$(PY) -m pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: setup.cfg pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-test: setup.cfg pyproject.toml scripts/sysdeps.sh | $(VENV)/bin/python
 	./scripts/sysdeps.sh test
 	$(PY) -m pip install -q -e '.[test,quantize]'
 	touch $@ $(VENV)/.installed-run

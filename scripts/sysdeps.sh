@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages edge-runtime needs, or say exactly which are missing.
 #   sysdeps.sh run   -> libzbar0 (ZBar fallback; the reader works without it, one warning)
-#   sysdeps.sh test  -> also mosquitto and socat (the tests start their own broker and pty pairs)
+#   sysdeps.sh test  -> also mosquitto and socat (the tests start their own broker and pty pairs),
+#                       openssl (TLS test certificates) and systemd (systemd-analyze checks the unit
+#                       file; a minimal Debian or a container has no systemd)
 set -euo pipefail
 want=(libzbar0)
-[[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl)
+[[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl systemd)
 
 missing=()
 for pkg in "${want[@]}"; do
