@@ -2,11 +2,12 @@
 # Install the Debian packages edge-runtime needs, or say exactly which are missing.
 #   sysdeps.sh run   -> libzbar0 (ZBar fallback; the reader works without it, one warning)
 #   sysdeps.sh test  -> also mosquitto and socat (the tests start their own broker and pty pairs),
-#                       openssl (TLS test certificates) and systemd (systemd-analyze checks the unit
-#                       file; a minimal Debian or a container has no systemd)
+#                       openssl (TLS test certificates), systemd (systemd-analyze checks the unit
+#                       file) and procps (/bin/kill, the unit's ExecReload; verify refuses a unit
+#                       whose command is missing); a minimal Debian or a container has neither
 set -euo pipefail
 want=(libzbar0)
-[[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl systemd)
+[[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl systemd procps)
 
 missing=()
 for pkg in "${want[@]}"; do
