@@ -39,6 +39,9 @@ class Code:
     stage: str = "direct"
     elapsed_ms: float = 0.0
     kind: str = "read"
+    # Reed–Solomon use of a read, for print-quality work: {"corrected", "erased", "capacity"}
+    # (codewords). Only decoders that know it (the grid decoder) fill it in.
+    ec: dict | None = None
 
     @property
     def center(self) -> tuple[float, float]:
