@@ -200,3 +200,20 @@ def test_bad_source_and_options_are_one_line_errors(tmp_path):
     p = run_install("--prefix", check=False)
     assert p.returncode == 2 and "--prefix needs a directory" in p.stderr
 
+
+
+def test_editable_install_of_a_fresh_checkout_prints_no_warnings(tmp_path):
+    """`make run`'s `pip install -q -e .` must print nothing but progress (issue 16): no setuptools
+    banner about edge_runtime.data missing from `packages`, none about the editable strategy.
+    Offline: no dependencies, the build backend of this venv, a staging prefix instead of a venv."""
+    src = _source_copy(tmp_path / "src")
+    prefix = tmp_path / "prefix"
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--no-warn-script-location", "--prefix", str(prefix), "-e", str(src)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "warning" not in p.stderr.lower(), p.stderr
+    assert p.stderr.strip() == "", p.stderr
+    # The checkout itself is what the editable install points at (a plain .pth, no import hook).
+    pth = [f.read_text().strip() for f in prefix.rglob("__editable__*.pth")]
+    assert pth == [str(src)]
