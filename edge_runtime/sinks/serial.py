@@ -25,6 +25,8 @@ Options (``DEFAULTS``; every key in ``KEYS``):
   stays queued (head of line, order is kept) and is tried again after reopen_interval_s. A
   frame is never dropped for lack of an ACK. Delivery is at-least-once: an ACK lost on the line
   makes the PLC see the frame again.
+  ACK/NAK bytes that arrive while no frame awaits an answer (or at all with ack = false) are
+  stray: counted in state()["stray_bytes"], dropped, and logged at most once a minute.
 - trigger_on "LON", trigger_off "LOFF": commands the PLC sends on the same port (terminated by
   CR, LF or CRLF, or wrapped in STX/ETX); they call trigger_handler("on"|"off") in order,
   from the sink's I/O thread (the handler must return quickly: deliveries wait for it).
@@ -96,12 +98,31 @@ _PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARIT
              "M": serial.PARITY_MARK, "S": serial.PARITY_SPACE}
 _STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: serial.STOPBITS_TWO}
 _BATCH = 64  # frames read from the outbox at a time
+# ACK/NAK bytes kept for the frame awaiting an answer. One is the answer; a few more cover a PLC
+# that answers twice. Any other ACK/NAK is stray (nothing awaits it): counted and dropped, so
+# line noise or a PLC stuck sending NAK cannot grow memory (issue 15: 28 MB of NAK took the
+# process from 103 to 344 MB when every byte was kept).
+_MAX_ANSWERS = 4
+_STRAY_LOG_INTERVAL_S = 60.0  # one warning per burst of stray bytes, at most once a minute
+_READ_MAX = 65536  # bytes taken from the port per read: bounds the parser's event list
 # What a vanished device raises: pyserial wraps most errno failures, but flush() lets
 # termios.error (not an OSError) through when tcdrain hits EIO on an unplugged adapter.
 PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 REQUIRED = ("port",)
+# Inclusive (lo, hi) per numeric key (the config layer enforces them for the file too).
+RANGES: dict[str, tuple[float, float]] = {
+    "baudrate": (50, 4_000_000),
+    "bytesize": (5, 8),
+    "stopbits": (1, 2),
+    "ack_timeout_ms": (1, 60_000),
+    "retries": (0, 1000),
+    "outbox_max_mb": (0.001, 1_000_000),
+    "reopen_interval_s": (0.01, 3600),
+}
+# Framing strings hold control characters (STX, ETX, CR LF) by design.
+TEXT: dict[str, str] = dict.fromkeys(("prefix", "suffix", "separator", "replacement", "noread"), "frame")
 
 
 def describe(err: BaseException) -> str:
@@ -152,11 +173,11 @@ def validate_options(name: str, device_id: str, options: dict) -> dict:
         "".encode(o["encoding"])
     except (LookupError, TypeError):
         raise bad("encoding", "a Python codec name such as utf-8") from None
-    for k in ("ack_timeout_ms", "outbox_max_mb", "reopen_interval_s"):
-        if isinstance(o[k], bool) or not isinstance(o[k], (int, float)) or o[k] <= 0:
-            raise bad(k, "a positive number")
-    if isinstance(o["retries"], bool) or not isinstance(o["retries"], int) or o["retries"] < 0:
-        raise bad("retries", "an integer >= 0")
+    for k, (lo, hi) in RANGES.items():
+        if isinstance(o[k], bool) or not isinstance(o[k], (int, float)) or not lo <= o[k] <= hi:
+            raise bad(k, f"a number in {lo:g}..{hi:g}")
+    if not isinstance(o["retries"], int):
+        raise bad("retries", "an integer")
     for k in ("trigger_on", "trigger_off", "noread", "prefix", "suffix", "separator", "replacement"):
         if not isinstance(o[k], (str, bytes)):
             raise bad(k, "a string")
@@ -211,7 +232,10 @@ class SerialSink:
         self._closed = False
         self._down_logged = False  # "port not available" is logged once per outage
         self._stuck_logged: int | None = None  # frame id whose ACK failure was logged
-        self._acks: list[str] = []  # ACK/NAK events not yet consumed by the writer
+        self._acks: list[str] = []  # answers to the frame awaiting one (<= _MAX_ANSWERS)
+        self._awaiting = False  # a frame was written in ACK mode and its answer is due
+        self._stray_logged_at: float | None = None
+        self.stray_bytes = 0  # ACK/NAK bytes that arrived with no frame awaiting them
         self.delivered = 0
         self.naks = 0
         self.timeouts = 0
@@ -259,6 +283,7 @@ class SerialSink:
             "dropped": self._outbox.dropped,
             "naks": self.naks,
             "timeouts": self.timeouts,
+            "stray_bytes": self.stray_bytes,
             "last_error": self.last_error,
         }
 
@@ -374,20 +399,32 @@ class SerialSink:
                 pass
         if port.fileno() in ready:
             # select said readable: a vanished device reads as b"" -> SerialException from pyserial
-            data = port.read(max(1, port.in_waiting))
+            data = port.read(min(max(1, port.in_waiting), _READ_MAX))
             self._handle_input(data)
 
     def _handle_input(self, data: bytes) -> None:
         for ev in self._parser.feed(data):
             if ev[0] in ("ack", "nak"):
-                if self.opts["ack"]:
+                if self._awaiting and len(self._acks) < _MAX_ANSWERS:
                     self._acks.append(ev[0])
+                else:
+                    self._stray()
             elif ev[1] == self.opts["trigger_on"]:
                 self._trigger("on")
             elif ev[1] == self.opts["trigger_off"]:
                 self._trigger("off")
             else:
                 log.debug("serial sink %s: ignoring unknown command %r", self.name, ev[1])
+
+    def _stray(self) -> None:
+        self.stray_bytes += 1
+        now = time.monotonic()
+        if self._stray_logged_at is None or now - self._stray_logged_at >= _STRAY_LOG_INTERVAL_S:
+            self._stray_logged_at = now
+            why = "no frame is awaiting an answer" if self.opts["ack"] else "ack = false"
+            log.warning("serial sink %s: ACK/NAK from %s while %s: dropped (counted in stray_bytes, "
+                        "%d so far; logged at most once a minute)", self.name, self._port_path, why,
+                        self.stray_bytes)
 
     def _trigger(self, what: str) -> None:
         if self._trigger_handler is None:
@@ -432,7 +469,11 @@ class SerialSink:
         self._acks.clear()
         for _ in range(tries):
             self._write(frame)
-            answer = self._wait_answer(time.monotonic() + self._ack_timeout)
+            self._awaiting = True
+            try:
+                answer = self._wait_answer(time.monotonic() + self._ack_timeout)
+            finally:
+                self._awaiting = False
             if answer == "ack":
                 self._outbox.ack(rid)
                 self.delivered += 1
