@@ -167,6 +167,21 @@ def test_ansi_payload_is_escaped_in_human_output(tmp_path):
     assert "\x1b" not in out and "\\x1b[31mRED" in out
 
 
+def test_human_output_prints_payload_as_is_except_controls_and_bidi(tmp_path):
+    """Issue 16: a backslash is printed once (not doubled); only what would break the line or
+    the terminal is escaped: control characters as \\xNN, bidi controls as \\uNNNN."""
+    payload = "http\\://plant.example/\u202eLOT-1\x07\u2066end"
+    path = save_png(tmp_path / "mixed.png", on_canvas(qr_image(payload, module_px=4), size=(400, 400), at=(20, 20)))
+    rc, out, err = run_decode("--json", path)
+    assert rc == 0 and [c["text"] for c in json.loads(out)["codes"]] == [payload], err  # the image holds it
+    rc, out, err = run_decode(path)
+    assert rc == 0, err
+    assert '"http\\://plant.example/\\u202eLOT-1\\x07\\u2066end"' in out
+    assert "\\\\" not in out
+    assert not any(ch in out for ch in "\u202e\u2066\x07")
+    assert out.count("\n") == 1
+
+
 def test_unknown_detector_is_a_usage_error(good):
     rc, _, err = run_decode("--detector", "gpu", good)
     assert rc == 2 and "invalid choice" in err
