@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import ipaddress
+import math
 import os
 import re
 import socket
@@ -33,6 +35,10 @@ _MASK = "********"
 _SECRET_KEYS = ("password", "secret", "token")
 _URL_CREDENTIALS = re.compile(r"(://[^:/@\s]+:)([^@/\s]+)(@)")
 _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+# Characters that reorder or hide text (Trojan Source) and Unicode line breaks: never in a
+# config string, and escaped in messages so an error line shows what the file holds.
+_BIDI = frozenset((0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029))
+_CONTROLS.update({c: f"\\u{c:04x}" for c in _BIDI})
 _SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -46,7 +52,10 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Opt:
-    """One option of a fixed section: allowed TOML types, default, and value constraints."""
+    """One option of a fixed section: allowed TOML types, default, and value constraints.
+
+    A numeric option must have both `minimum` and `maximum` (a test enforces it): NaN, inf
+    and absurd values have each reached a running line through a key without a bound."""
 
     types: tuple[type, ...]
     default: Any = None
@@ -55,17 +64,75 @@ class Opt:
     maximum: float | None = None
     items: tuple[type, ...] | None = None  # element types for arrays
     label: str | None = None  # how to name the type in messages when types say too little
+    text: str = "text"  # the rule for a string value: a key of TEXT_RULES
+
+
+@dataclass(frozen=True)
+class TextRule:
+    """What a string option may hold. Every string gets one ("text" unless declared)."""
+
+    max_len: int
+    controls: str = ""  # control characters this kind of string legitimately holds
+    printable: bool = False  # identifiers: str.isprintable() (no controls, format or bidi chars)
+    host: bool = False  # a hostname or IP address, checked syntactically (no DNS at check time)
+    says: str = "must not contain control or bidi characters"
+
+
+# A string longer than 4096 characters is never a path, URL or topic we can use; 70,000
+# characters in a topic or client id killed paho's network thread (MQTT caps fields at 64 KiB).
+TEXT_RULES: dict[str, TextRule] = {
+    "text": TextRule(4096),
+    # A GStreamer pipeline may be written over several lines (a TOML multi-line string).
+    "lines": TextRule(4096, controls="\t\n\r"),
+    # device_id goes into every topic, result and client id: a control or bidi character
+    # there made the broker reject every CONNECT ("Malformed UTF-8") while results queued.
+    "id": TextRule(64, printable=True, says="must be 1-64 printable characters"),
+    "host": TextRule(253, host=True, says="must be a hostname or an IP address"),
+    # Serial framing: STX, ETX, CR LF... are the point of these strings.
+    "frame": TextRule(256, controls="".join(map(chr, range(0x20))) + "\x7f"),
+}
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def text_problem(value: str, rule: str = "text") -> str | None:
+    """Why `value` cannot be a string option checked by TEXT_RULES[rule]; None when it can."""
+    r = TEXT_RULES[rule]
+    if len(value) > r.max_len:
+        return f"must be at most {r.max_len} characters ({len(value)} given)"
+    if r.printable and not (value and value.isprintable()):
+        return r.says
+    if r.host and not _is_host(value):
+        return r.says
+    if any((ord(c) in _CONTROLS and c not in r.controls) for c in value):
+        return r.says
+    return None
+
+
+def _is_host(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    labels = (name[:-1] if name.endswith(".") else name).split(".")
+    # All-numeric labels that are not an IP (999.1.1.1) are a typo, not a hostname.
+    return all(_HOST_LABEL.fullmatch(x) for x in labels) and not all(x.isdigit() for x in labels)
+
+
+def _bounds(rng: tuple[float, float] | None) -> dict:
+    return {"minimum": rng[0], "maximum": rng[1]} if rng else {}
 
 
 def _hostname() -> str:
     return socket.gethostname() or "edge-runtime"
 
 
+# Ranges are sensible limits for a line, documented in examples/config.toml.
 TOP: dict[str, Opt] = {
-    "device_id": Opt((str,)),  # default: the hostname
+    "device_id": Opt((str,), text="id"),  # default: the hostname
     "state_dir": Opt((str,)),  # default: /var/lib/edge-runtime, else ~/.local/state/edge-runtime
-    "status_interval_s": Opt((int, float), 10.0, minimum=0.1),
-    "shutdown_timeout_s": Opt((int, float), 5.0, minimum=0),
+    "status_interval_s": Opt((int, float), 10.0, minimum=0.1, maximum=86400),
+    "shutdown_timeout_s": Opt((int, float), 5.0, minimum=0, maximum=600),
 }
 SECTIONS: dict[str, dict[str, Opt]] = {
     "reader": {
@@ -75,23 +142,23 @@ SECTIONS: dict[str, dict[str, Opt]] = {
         # Model version (a folder in the models dir); "" = the newest that passes its checks.
         # A version that fails its sha256 check or self-test is refused: the last good one runs.
         "model": Opt((str,), ""),
-        "deadline_ms": Opt((int, float), 33.0, minimum=1),
+        "deadline_ms": Opt((int, float), 33.0, minimum=1, maximum=60000),
         # Threads for the detector's model call. 1 leaves the other cores to capture, decoding
         # and the sinks; 2 halves the detector's time where it is the bottleneck (see README).
         "detector_threads": Opt((int,), 1, minimum=1, maximum=16),
         # Motion blur: the belt's direction in the image (degrees, 0 = +x) and, when both
         # are given, speed x exposure = the smear length tried first (else estimated per ROI).
         "blur_angle": Opt((int, float), None, minimum=0, maximum=180),
-        "speed_px_s": Opt((int, float), None, minimum=0),
-        "exposure_ms": Opt((int, float), None, minimum=0),
+        "speed_px_s": Opt((int, float), None, minimum=0, maximum=100000),
+        "exposure_ms": Opt((int, float), None, minimum=0, maximum=1000),
         # A code the detector is this sure of that nothing could read is a noread event
         # when its label leaves the view unread (needs a detector).
         "noread_events": Opt((bool,), True),
         "noread_score": Opt((int, float), 0.6, minimum=0, maximum=1),
         # Save each noread's image (PNG) here for diagnosis; oldest removed beyond the limits.
         "noread_dir": Opt((str,), None),
-        "noread_keep": Opt((int,), 200, minimum=1),
-        "noread_max_mb": Opt((int, float), 50.0, minimum=0.1),
+        "noread_keep": Opt((int,), 200, minimum=1, maximum=1_000_000),
+        "noread_max_mb": Opt((int, float), 50.0, minimum=0.1, maximum=1_000_000),
     },
     "trigger": {
         "mode": Opt((str,), "continuous", choices=("continuous", "window", "single")),
@@ -100,13 +167,14 @@ SECTIONS: dict[str, dict[str, Opt]] = {
         "start_open": Opt((bool,), False),
     },
     "dedup": {
-        "window_s": Opt((int, float), 2.0, minimum=0),
-        "max_distance_px": Opt((int, float), 200.0, minimum=0),
+        "window_s": Opt((int, float), 2.0, minimum=0, maximum=3600),
+        "max_distance_px": Opt((int, float), 200.0, minimum=0, maximum=100000),
         "direction": Opt((str,), "any", choices=("any", "+x", "-x", "+y", "-y")),
     },
     "metrics": {
         "port": Opt((int,), None, minimum=0, maximum=65535),
-        "host": Opt((str,), "127.0.0.1"),  # scraping from the network is a choice: host = "0.0.0.0"
+        # Scraping from the network is a choice: host = "0.0.0.0".
+        "host": Opt((str,), "127.0.0.1", text="host"),
     },
     "log": {
         "level": Opt((str,), "info", choices=("debug", "info", "warning", "error")),
@@ -259,6 +327,8 @@ class _Validator:
         if not type_ok(value, opt.types):
             self.err(key, f"expected {opt.label or type_name(opt.types)}, got {shown(value)}")
             return False
+        if not isinstance(value, dict) and not self.leaves(key, value, opt.text):
+            return False  # a table's leaves are checked with its own keys' rules
         if opt.items is not None:
             ok = True
             for i, item in enumerate(value):
@@ -278,6 +348,23 @@ class _Validator:
         if opt.maximum is not None and isinstance(value, (int, float)) and value > opt.maximum:
             self.err(key, f"must be at most {opt.maximum:g}, got {shown(value)}")
             return False
+        return True
+
+    def leaves(self, key: str, value: Any, text: str = "text") -> bool:
+        """The rules every value obeys whatever its key, down into arrays and tables: numbers
+        are finite, strings pass their TEXT_RULES rule. One line for the first bad leaf."""
+        if isinstance(value, float) and not math.isfinite(value):
+            self.err(key, f"must be a finite number, got {shown(value)}")
+            return False
+        if isinstance(value, str):
+            problem = text_problem(value, text)
+            if problem:
+                self.err(key, f"{problem}, got {shown(value)}")
+                return False
+        if isinstance(value, list):
+            return all(self.leaves(f"{key}[{i}]", x) for i, x in enumerate(value))
+        if isinstance(value, dict):
+            return all(self.leaves(f"{key}.{k}", x) for k, x in value.items())
         return True
 
     def table(self, prefix: str, given: Any, spec: dict[str, Opt]) -> dict:
@@ -351,7 +438,7 @@ class _Validator:
             return dict(given)
         defaults, keys, required, types = capture.spec(kind)
         opts = {k: v for k, v in given.items() if k != "kind"}
-        out = self.kind_options("source", kind, opts, defaults, keys, required, types)
+        out = self.kind_options("source", kind, opts, defaults, keys, required, types, capture.source_class(kind))
         return {"kind": kind, **out}
 
     def kind_options(
@@ -365,22 +452,24 @@ class _Validator:
         types: dict | None,
         module: Any = None,
     ) -> dict:
-        """Options of one source/sink kind, checked against what its module declares."""
+        """Options of one source/sink kind, checked against what its module (or source
+        class) declares: DEFAULTS, KEYS, REQUIRED, TYPES, and RANGES / TEXT for values."""
         ok_keys = set(keys)
         out = copy.deepcopy(dict(defaults))
+        rules = kind_rules(defaults, keys, types, module)
         for k, v in opts.items():
             key = f"{prefix}.{k}"
             if k not in ok_keys:
                 self.err(key, f"unknown key for kind {shown(kind)} (known: {', '.join(sorted(ok_keys | {'kind'}))})")
                 continue
-            opt = _opt_for(k, defaults.get(k), (types or {}).get(k))
+            opt = rules[k]
             if opt is not None and not self.check(key, v, opt):
                 continue
-            if isinstance(v, dict) and module is not None:
-                sub_keys = getattr(module, f"{k.upper()}_KEYS", None)
-                if sub_keys is not None:
-                    sub_defaults = getattr(module, f"{k.upper()}_DEFAULTS", {})
-                    v = self.kind_options(key, kind, v, sub_defaults, sub_keys, (), None)
+            sub = _sub_table(module, k) if isinstance(v, dict) else None
+            if sub is not None:  # a nested table with its own keys (mqtt tls)
+                v = self.kind_options(key, kind, v, sub.DEFAULTS, sub.KEYS, (), sub.TYPES, sub)
+            elif (opt is None or isinstance(v, dict)) and not self.leaves(key, v):
+                continue
             out[k] = v
         for k in sorted(required or ()):
             if out.get(k) in (None, "") and opts.get(k) in (None, ""):  # given but wrong-typed: already reported
@@ -414,7 +503,7 @@ class _Validator:
                 self.err(f"{prefix}.name", f"duplicate sink name {shown(name)}")
             names.add(name)
             try:
-                module = importlib.import_module(sink_registry.KINDS[kind].split(":")[0])
+                module = sink_module(kind)
             except ImportError as exc:
                 self.err(f"{prefix}.kind", f"sink {shown(kind)} cannot be loaded here: {exc}")
                 continue
@@ -465,29 +554,102 @@ class _Validator:
             self.err("trigger.source", f"{shown(trig['source'])} needs a [[sinks]] entry with kind = {shown(trig['source'])}")
 
 
-def _opt_for(key: str, default: Any, types: tuple | None) -> Opt | None:
-    """The type rule for a kind's option: its TYPES entry, else the type of its default."""
+def _opt_for(key: str, default: Any, types: tuple | None, rng: tuple[float, float] | None = None,
+             text: str = "text") -> Opt | None:
+    """The rule for a kind's option: its TYPES entry, else the type of its default; with
+    its RANGES entry as minimum/maximum and its TEXT entry as the string rule."""
+    extra = {**_bounds(rng), "text": text}
     if types:
         t = tuple(types)
         if type(None) in t:
             t = tuple(x for x in t if x is not type(None))
-        return Opt(t) if t else None
+        return Opt(t, **extra) if t else None
     if default is None:
         return None  # the module validates it itself
     if isinstance(default, bool):
         return Opt((bool,))
     if isinstance(default, int):
         # Widened to numbers: modules use int defaults for options that also take 1.5 (stopbits).
-        return Opt((int, float), label="integer")
+        return Opt((int, float), label="integer", **extra)
     if isinstance(default, float):
-        return Opt((int, float))
+        return Opt((int, float), **extra)
     if isinstance(default, (str, bytes)):
-        return Opt((str,))
+        return Opt((str,), **extra)
     if isinstance(default, (list, tuple)):
         return Opt((list,))
     if isinstance(default, dict):
         return Opt((dict,))
     return None
+
+
+def kind_rules(defaults: dict, keys: Any, types: dict | None, module: Any = None) -> dict[str, Opt | None]:
+    """The rule of every option of one source/sink kind (None: only the generic leaf rules).
+
+    `module` (or a source class) may declare RANGES = {key: (lo, hi)} and TEXT = {key: rule};
+    the config enforces them here, so a kind never writes its own range checks for the file."""
+    ranges = getattr(module, "RANGES", None) or {}
+    text = getattr(module, "TEXT", None) or {}
+    return {k: _opt_for(k, defaults.get(k), (types or {}).get(k), ranges.get(k), text.get(k, "text")) for k in keys}
+
+
+@dataclass(frozen=True)
+class _Sub:
+    DEFAULTS: dict
+    KEYS: Any
+    TYPES: dict | None
+    RANGES: dict
+    TEXT: dict
+
+
+def _sub_table(module: Any, key: str) -> _Sub | None:
+    """A nested table a module declares as <KEY>_DEFAULTS, <KEY>_KEYS... (mqtt's tls)."""
+    p = key.upper()
+    keys = getattr(module, f"{p}_KEYS", None)
+    if keys is None:
+        return None
+    return _Sub(getattr(module, f"{p}_DEFAULTS", {}), keys, getattr(module, f"{p}_TYPES", None),
+                getattr(module, f"{p}_RANGES", {}), getattr(module, f"{p}_TEXT", {}))
+
+
+def sink_module(kind: str) -> Any:
+    """The module declaring a sink kind's options: `<module>_options` when the sink keeps
+    them apart (mqtt_options, importable without paho's client), else the sink's module.
+    The sink's module is imported either way: a sink that cannot load is a config error."""
+    from edge_runtime import sinks as sink_registry
+
+    name = sink_registry.KINDS[kind].split(":")[0]
+    module = importlib.import_module(name)
+    try:
+        return importlib.import_module(f"{name}_options")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{name}_options":
+            raise
+        return module
+
+
+def every_option() -> list[tuple[str, str | None, Opt | None]]:
+    """(dotted key, kind, rule) for every option the config knows: top level, sections, every
+    source and sink kind, nested tables too. Tests walk it, so a key added tomorrow is fuzzed
+    and must declare a finite range (numbers) the day it is added."""
+    from edge_runtime import capture
+    from edge_runtime import sinks as sink_registry
+
+    out: list[tuple[str, str | None, Opt | None]] = [(k, None, o) for k, o in TOP.items()]
+    out += [(f"{sec}.{k}", None, o) for sec, spec in SECTIONS.items() for k, o in spec.items()]
+    for kind in capture.KINDS:
+        defaults, keys, _, types = capture.spec(kind)
+        rules = kind_rules(defaults, keys, types, capture.source_class(kind))
+        out += [(f"source.{k}", kind, o) for k, o in sorted(rules.items())]
+    for kind in sink_registry.KINDS:
+        mod = sink_module(kind)
+        rules = kind_rules(getattr(mod, "DEFAULTS", {}), getattr(mod, "KEYS", ()), getattr(mod, "TYPES", None), mod)
+        for k, o in sorted(rules.items()):
+            out.append((f"sinks[0].{k}", kind, o))
+            sub = _sub_table(mod, k)
+            if sub is not None:
+                for sk, so in sorted(kind_rules(sub.DEFAULTS, sub.KEYS, sub.TYPES, sub).items()):
+                    out.append((f"sinks[0].{k}.{sk}", kind, so))
+    return out
 
 
 def _key_in(msg: str, opts: dict) -> str | None:

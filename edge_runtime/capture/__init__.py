@@ -57,6 +57,11 @@ def check_options(kind: str, options: dict) -> dict:
         if not ok:
             names = " or ".join("none" if t is type(None) else t.__name__ for t in allowed)
             raise SourceError(f"[source] {key} = {value!r}: must be {names}")
+    # The kind's declared RANGES, the same the config enforces (NaN fails every comparison).
+    for key, (lo, hi) in getattr(source_class(kind), "RANGES", {}).items():
+        value = options.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not lo <= value <= hi:
+            raise SourceError(f"[source] {key} = {value!r}: must be {lo:g}..{hi:g}")
     return {**defaults, **options}
 
 

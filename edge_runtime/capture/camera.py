@@ -35,6 +35,14 @@ TYPES: dict[str, tuple[type, ...]] = {
     "fourcc": (str,),
     "exposure": (int, float, type(None)),
 }
+# Inclusive (lo, hi) per numeric key, enforced by the config layer and check_options.
+RANGES: dict[str, tuple[float, float]] = {
+    "device": (0, 1023),  # /dev/video0 .. /dev/video1023
+    "width": (0, 8192),  # 0 = the driver's default
+    "height": (0, 8192),
+    "fps": (0, 1000),  # 0 = the driver's default
+    "exposure": (0, 1_000_000),  # driver units (V4L2: 100 us steps)
+}
 
 # V4L2 exposure modes as OpenCV's V4L2 backend passes them through (V4L2_EXPOSURE_*).
 _V4L2_EXPOSURE_MANUAL = 1
@@ -47,7 +55,7 @@ def device_path(device: int | str) -> str:
 
 class CameraSource(LiveCapture):
     kind = "camera"
-    DEFAULTS, KEYS, REQUIRED, TYPES = DEFAULTS, KEYS, REQUIRED, TYPES
+    DEFAULTS, KEYS, REQUIRED, TYPES, RANGES = DEFAULTS, KEYS, REQUIRED, TYPES, RANGES
 
     def __init__(self, options: dict) -> None:
         super().__init__({**DEFAULTS, **options})

@@ -41,6 +41,10 @@ TYPES: dict[str, tuple[type, ...]] = {
     "pattern": (str,),
     "max_pixels": (int,),
 }
+RANGES: dict[str, tuple[float, float]] = {
+    "fps": (0, 1000),  # 0 = as fast as the service takes them
+    "max_pixels": (1, 500_000_000),  # 40 MP is a 1 GB board's comfortable limit
+}
 
 
 def list_images(folder: Path, pattern: str = "*") -> list[Path]:
@@ -50,7 +54,7 @@ def list_images(folder: Path, pattern: str = "*") -> list[Path]:
 
 class FolderSource:
     kind = "folder"
-    DEFAULTS, KEYS, REQUIRED, TYPES = DEFAULTS, KEYS, REQUIRED, TYPES
+    DEFAULTS, KEYS, REQUIRED, TYPES, RANGES = DEFAULTS, KEYS, REQUIRED, TYPES, RANGES
 
     def __init__(self, options: dict) -> None:
         o = {**DEFAULTS, **options}

@@ -23,6 +23,7 @@ RTSP_DEFAULTS: dict = {
 RTSP_KEYS: set[str] = set(RTSP_DEFAULTS)
 RTSP_REQUIRED: set[str] = {"url"}
 RTSP_TYPES: dict[str, tuple[type, ...]] = {"url": (str,), "transport": (str,), "timeout_s": (int, float)}
+RTSP_RANGES: dict[str, tuple[float, float]] = {"timeout_s": (0.1, 600)}
 
 GST_DEFAULTS: dict = {
     # e.g. "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1920,height=1080 ! nvvidconv !
@@ -32,10 +33,11 @@ GST_DEFAULTS: dict = {
 GST_KEYS: set[str] = set(GST_DEFAULTS)
 GST_REQUIRED: set[str] = {"pipeline"}
 GST_TYPES: dict[str, tuple[type, ...]] = {"pipeline": (str,)}
+GST_TEXT: dict[str, str] = {"pipeline": "lines"}  # may be written over several lines
 
 # The registry and config layer look for DEFAULTS/KEYS/REQUIRED/TYPES on the class's module;
 # this module serves two kinds, so each class also carries its own (see capture/__init__.py).
-DEFAULTS, KEYS, REQUIRED, TYPES = RTSP_DEFAULTS, RTSP_KEYS, RTSP_REQUIRED, RTSP_TYPES
+DEFAULTS, KEYS, REQUIRED, TYPES, RANGES = RTSP_DEFAULTS, RTSP_KEYS, RTSP_REQUIRED, RTSP_TYPES, RTSP_RANGES
 
 
 def redact(url: str) -> str:
@@ -49,7 +51,7 @@ def redact(url: str) -> str:
 
 class RtspSource(LiveCapture):
     kind = "rtsp"
-    DEFAULTS, KEYS, REQUIRED, TYPES = RTSP_DEFAULTS, RTSP_KEYS, RTSP_REQUIRED, RTSP_TYPES
+    DEFAULTS, KEYS, REQUIRED, TYPES, RANGES = RTSP_DEFAULTS, RTSP_KEYS, RTSP_REQUIRED, RTSP_TYPES, RTSP_RANGES
 
     def __init__(self, options: dict) -> None:
         super().__init__({**RTSP_DEFAULTS, **options})
@@ -88,7 +90,7 @@ def gstreamer_available() -> bool:
 
 class GStreamerSource(LiveCapture):
     kind = "gstreamer"
-    DEFAULTS, KEYS, REQUIRED, TYPES = GST_DEFAULTS, GST_KEYS, GST_REQUIRED, GST_TYPES
+    DEFAULTS, KEYS, REQUIRED, TYPES, TEXT = GST_DEFAULTS, GST_KEYS, GST_REQUIRED, GST_TYPES, GST_TEXT
 
     def __init__(self, options: dict) -> None:
         super().__init__({**GST_DEFAULTS, **options})

@@ -42,11 +42,22 @@ TYPES: dict[str, tuple[type, ...]] = {
     "degradations": (bool,),
     "stall_after": (int,),
 }
+# A 100000 px wide frame is 7 GB of pixels: refused at check-config, not by numpy at open().
+RANGES: dict[str, tuple[float, float]] = {
+    "width": (64, 8192),
+    "height": (64, 8192),
+    "fps": (0.1, 1000),
+    "seed": (0, 2**63 - 1),
+    "frames": (0, 10**12),
+    "speed_px_s": (0, 100_000),
+    "labels_per_s": (0, 1000),
+    "stall_after": (0, 10**12),
+}
 
 
 class SyntheticSource:
     kind = "synthetic"
-    DEFAULTS, KEYS, REQUIRED, TYPES = DEFAULTS, KEYS, REQUIRED, TYPES
+    DEFAULTS, KEYS, REQUIRED, TYPES, RANGES = DEFAULTS, KEYS, REQUIRED, TYPES, RANGES
 
     def __init__(self, options: dict) -> None:
         o = {**DEFAULTS, **options}

@@ -17,6 +17,9 @@ DEFAULTS: dict = {"max_mb": 64.0, "keep": 5, "fsync": False}
 KEYS: set[str] = {"path", "max_mb", "keep", "fsync"}
 REQUIRED: set[str] = {"path"}
 TYPES: dict[str, tuple[type, ...]] = {"path": (str,), "max_mb": (int, float), "keep": (int,), "fsync": (bool,)}
+# max_mb = -1 rotated at every line and keep = -3 deleted each file as it was written:
+# both are refused (by the config layer for the file, by __init__ for a sink built in code).
+RANGES: dict[str, tuple[float, float]] = {"max_mb": (0.001, 1_000_000), "keep": (1, 1000)}
 
 
 class JsonlSink:
@@ -26,11 +29,14 @@ class JsonlSink:
         opts = {**DEFAULTS, **options}
         if not opts.get("path"):
             raise ValueError("jsonl sink needs a path")
+        for key, (lo, hi) in RANGES.items():
+            if not lo <= opts[key] <= hi:  # NaN fails the comparison too
+                raise ValueError(f"jsonl sink {name!r}: {key} must be {lo:g}..{hi:g}, got {opts[key]!r}")
         self.name = name
         self.device_id = device_id
         self.path = os.path.expanduser(str(opts["path"]))
         self.max_bytes = int(float(opts["max_mb"]) * 1024 * 1024)
-        self.keep = max(0, int(opts["keep"]))
+        self.keep = int(opts["keep"])
         self.fsync = bool(opts["fsync"])
         self._lock = threading.Lock()
         self._f = None
@@ -67,14 +73,11 @@ class JsonlSink:
     def _rotate(self) -> None:
         self._f.close()
         self._f = None
-        if self.keep == 0:
-            os.unlink(self.path)
-        else:
-            for i in range(self.keep - 1, 0, -1):
-                src = f"{self.path}.{i}"
-                if os.path.exists(src):
-                    os.replace(src, f"{self.path}.{i + 1}")
-            os.replace(self.path, f"{self.path}.1")
+        for i in range(self.keep - 1, 0, -1):
+            src = f"{self.path}.{i}"
+            if os.path.exists(src):
+                os.replace(src, f"{self.path}.{i + 1}")
+        os.replace(self.path, f"{self.path}.1")
         self.rotations += 1
         self._open()
 

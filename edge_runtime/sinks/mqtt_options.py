@@ -44,6 +44,19 @@ TYPES: dict[str, tuple[type, ...]] = {
     "outbox": (str,),
 }
 _STR_OR_NONE = ("username", "password", "password_env", "client_id", "outbox")
+# Inclusive (lo, hi) per numeric key; the config layer enforces them for the file, the loop
+# in resolve_options for a sink built from code. MQTT carries keepalive and receive-maximum
+# in 16 bits; max_inflight = inf crashed check-config, a NaN interval never fired.
+RANGES: dict[str, tuple[float, float]] = {
+    "port": (1, 65535),
+    "protocol": (3, 311),  # the bare numbers people write: 5, 5.0, 311 (checked against PROTOCOLS)
+    "qos": (0, 2),
+    "keepalive": (5, 65535),
+    "outbox_max_mb": (0, 1_000_000),  # 0 = unlimited
+    "status_interval_s": (0.1, 86400),
+    "max_inflight": (1, 65535),
+}
+TEXT: dict[str, str] = {"host": "host"}  # the other strings: no control/bidi chars, <= 4096
 
 TLS_DEFAULTS: dict[str, Any] = {
     "ca_file": None,      # None -> the system CA store
@@ -52,6 +65,7 @@ TLS_DEFAULTS: dict[str, Any] = {
     "insecure": False,    # true skips the broker *hostname* check only; the chain is still verified
 }
 TLS_KEYS: frozenset[str] = frozenset(TLS_DEFAULTS)
+TLS_TYPES: dict[str, tuple[type, ...]] = {"ca_file": (str,), "cert_file": (str,), "key_file": (str,), "insecure": (bool,)}
 
 PROTOCOLS = {"3.1.1": "3.1.1", "311": "3.1.1", "5": "5", "5.0": "5"}
 DEFAULT_OUTBOX = "/var/lib/edge-runtime/outbox-{name}.sqlite"
@@ -86,9 +100,10 @@ def resolve_options(name: str, device_id: str, options: dict | None) -> dict[str
         raise ValueError(f"{where}: outbox_policy must be one of {', '.join(POLICIES)}, got {o['outbox_policy']!r}")
     if not (isinstance(o["port"], int) and 0 < o["port"] < 65536):
         raise ValueError(f"{where}: port must be 1..65535, got {o['port']!r}")
-    for key, lo in (("keepalive", 5), ("max_inflight", 1), ("status_interval_s", 0.1), ("outbox_max_mb", 0)):
-        if not isinstance(o[key], (int, float)) or isinstance(o[key], bool) or o[key] < lo:
-            raise ValueError(f"{where}: {key} must be a number >= {lo}, got {o[key]!r}")
+    for key, (lo, hi) in RANGES.items():
+        if key != "protocol" and (not isinstance(o[key], (int, float)) or isinstance(o[key], bool)
+                                  or not lo <= o[key] <= hi):  # NaN fails the comparison too
+            raise ValueError(f"{where}: {key} must be a number in {lo:g}..{hi:g}, got {o[key]!r}")
     o["max_inflight"] = int(o["max_inflight"])
     o["keepalive"] = int(o["keepalive"])
 

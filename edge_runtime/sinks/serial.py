@@ -111,6 +111,18 @@ PORT_ERRORS = (serial.SerialException, OSError, termios.error)
 
 
 REQUIRED = ("port",)
+# Inclusive (lo, hi) per numeric key (the config layer enforces them for the file too).
+RANGES: dict[str, tuple[float, float]] = {
+    "baudrate": (50, 4_000_000),
+    "bytesize": (5, 8),
+    "stopbits": (1, 2),
+    "ack_timeout_ms": (1, 60_000),
+    "retries": (0, 1000),
+    "outbox_max_mb": (0.001, 1_000_000),
+    "reopen_interval_s": (0.01, 3600),
+}
+# Framing strings hold control characters (STX, ETX, CR LF) by design.
+TEXT: dict[str, str] = dict.fromkeys(("prefix", "suffix", "separator", "replacement", "noread"), "frame")
 
 
 def describe(err: BaseException) -> str:
@@ -161,11 +173,11 @@ def validate_options(name: str, device_id: str, options: dict) -> dict:
         "".encode(o["encoding"])
     except (LookupError, TypeError):
         raise bad("encoding", "a Python codec name such as utf-8") from None
-    for k in ("ack_timeout_ms", "outbox_max_mb", "reopen_interval_s"):
-        if isinstance(o[k], bool) or not isinstance(o[k], (int, float)) or o[k] <= 0:
-            raise bad(k, "a positive number")
-    if isinstance(o["retries"], bool) or not isinstance(o["retries"], int) or o["retries"] < 0:
-        raise bad("retries", "an integer >= 0")
+    for k, (lo, hi) in RANGES.items():
+        if isinstance(o[k], bool) or not isinstance(o[k], (int, float)) or not lo <= o[k] <= hi:
+            raise bad(k, f"a number in {lo:g}..{hi:g}")
+    if not isinstance(o["retries"], int):
+        raise bad("retries", "an integer")
     for k in ("trigger_on", "trigger_off", "noread", "prefix", "suffix", "separator", "replacement"):
         if not isinstance(o[k], (str, bytes)):
             raise bad(k, "a string")
