@@ -41,6 +41,7 @@ _R_STEP = 0.5  # px
 # A peak is a blur, not noise, from about this many robust sigmas (the residual
 # cepstrum of an unblurred code tops out near 4-5; a smear of 2+ modules gives 8+).
 _MIN_SCORE = 6.0
+_MAX_RATIO = 0.7  # see _smear_ratio: unsmeared codes measure >= 0.93, smeared <= 0.45
 
 
 def _log_spectrum(gray: np.ndarray, frac: float = 0.6) -> np.ndarray:
@@ -124,6 +125,26 @@ def module_pitch(gray: np.ndarray) -> float | None:
     return float(radii[j])
 
 
+def _smear_ratio(gray: np.ndarray):
+    """f(angle) -> gradient energy along `angle` / across it (structure tensor).
+
+    Too coarse to find the direction (a code's own edges are axis-aligned) but a reliable
+    veto: a smear of 2+ modules leaves < 0.45 of the cross-direction energy along itself,
+    an unsmeared code ~1 in every direction, so a cepstral peak whose direction is not
+    flattened in the image is the code's own structure, not a blur."""
+    g = gray.astype(np.float32)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    sxx, syy, sxy = float((gx * gx).mean()), float((gy * gy).mean()), float((gx * gy).mean())
+
+    def energy(deg: float) -> float:
+        a = math.radians(deg)
+        c, s = math.cos(a), math.sin(a)
+        return c * c * sxx + s * s * syy + 2 * c * s * sxy
+
+    return lambda deg: energy(deg) / (energy(deg + 90.0) + 1e-9)
+
+
 def _angle_diff(a: float, b: float) -> float:
     d = abs(a - b) % 180.0
     return min(d, 180.0 - d)
@@ -168,9 +189,12 @@ def estimate(
     if length_hint:
         # A mild preference, not a window: a wrong belt speed must not hide the truth.
         z = z - 1.5 * np.abs(np.log(radii / float(length_hint)))[None, :]
+    ratio = _smear_ratio(gray)
     out: list[Blur] = []
     zz = z.copy()
-    for _ in range(4):
+    for _ in range(10):
+        if len(out) >= 4:
+            break
         i, j = np.unravel_index(int(np.argmax(zz)), zz.shape)
         s = float(zz[i, j])
         if not math.isfinite(s):
@@ -184,7 +208,8 @@ def estimate(
         dr = vertex(z[i, j], z[i, j - 1], z[i, j + 1]) if 0 < j < len(radii) - 1 else 0.0
         length = float(radii[j] + dr * _R_STEP)
         angle = float((angles[i] + da * _ANG_STEP) % 180.0)
-        out.append(Blur(length, angle, s))
+        if ratio(angle) < _MAX_RATIO:
+            out.append(Blur(length, angle, s))
         # Suppress this peak, its harmonics' neighbourhood and the 90-deg mirror images
         # the desymmetrisation leaves (-1/4 each), so the next pick is a real alternative.
         near_a = np.array([_angle_diff(a, angle) for a in angles]) < 6.0
@@ -210,24 +235,22 @@ def deblur_candidates(crop: np.ndarray, angle_hint: float | None = None, length_
 
     `angle_hint` (crop coordinates, e.g. the belt direction mapped by `frame_to_crop`)
     narrows the direction to +-10 deg; `length_hints` (crop px) favour nearby lengths.
+    The best estimate is followed by its length -+6 %: the cepstral length scatters by
+    about +-5 % and Wiener with a long kernel forgives only about that much.
     """
     lh = float(length_hints[0]) if length_hints else None
     tol = 10.0 if angle_hint is not None else None
     cands = estimate(crop, angle_hint=angle_hint, angle_tol=tol, length_hint=lh)
     out: list[tuple[float, float]] = []
-    for b in cands:
-        if b.score < _MIN_SCORE and out:
-            break
-        if b.score < _MIN_SCORE and not (angle_hint is not None or length_hints):
-            break
-        out.append((round(b.length_px, 2), round(b.angle_deg, 2)))
+    if cands:
+        b = cands[0]
+        out = [(b.length_px, b.angle_deg), (b.length_px * 0.94, b.angle_deg), (b.length_px * 1.06, b.angle_deg)]
+        out += [(c.length_px, c.angle_deg) for c in cands[1:2]]
     for n in length_hints:
-        if len(out) >= 4:
-            break
         a = angle_hint if angle_hint is not None else (out[0][1] if out else 0.0)
         if all(abs(n - x) > 1.5 or _angle_diff(a, y) > 3 for x, y in out):
-            out.append((float(n), float(a)))
-    return out[:4]
+            out.insert(min(len(out), 3), (float(n), float(a)))
+    return [(round(x, 2), round(y, 2)) for x, y in out[:4]]
 
 
 def frame_to_crop(h_inv: np.ndarray, at: tuple[float, float], length: float, angle_deg: float) -> tuple[float, float]:
