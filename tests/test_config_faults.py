@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import signal
 import sqlite3
 import subprocess
@@ -175,6 +176,136 @@ def test_state_dir_and_jsonl_under_a_file(tmp_path):
     line = start_failure(tmp_path, f'state_dir = "{tmp_path / "s"}"\n{BASE_SOURCE}[[sinks]]\nkind = "jsonl"\n'
                                    f'path = "{blocker / "out.jsonl"}"\n')
     assert "sinks[0]" in line and str(blocker / "out.jsonl") in line
+
+
+# ------------------------------------------- values that type-check but are bad (issue 15)
+
+SYNTH = BASE_SOURCE
+JSONL = '[[sinks]]\nkind = "jsonl"\npath = "/tmp/r.jsonl"\n'
+# (body, key, says): each reproduces a report of issue 15 items 8 and 9. All passed
+# check-config before; on the line they broke delivery, looped, or ended in a traceback.
+ISSUE_15 = [
+    ('device_id = "a\\nb"\n' + SYNTH + BASE_SINK, "device_id", "printable"),
+    ('device_id = "line3\\u202e1mac"\n' + SYNTH + BASE_SINK, "device_id", "printable"),
+    ('device_id = "line3\\u0007"\n' + SYNTH + BASE_SINK, "device_id", "printable"),
+    (f'device_id = "{"d" * 70_000}"\n' + SYNTH + BASE_SINK, "device_id", "at most 64 characters"),
+    ("shutdown_timeout_s = nan\n" + SYNTH + BASE_SINK, "shutdown_timeout_s", "must be a finite number, got nan"),
+    ("status_interval_s = nan\n" + SYNTH + BASE_SINK, "status_interval_s", "must be a finite number, got nan"),
+    ("[dedup]\nwindow_s = nan\n" + SYNTH + BASE_SINK, "dedup.window_s", "must be a finite number, got nan"),
+    (SYNTH + "fps = nan\n" + BASE_SINK, "source.fps", "must be a finite number, got nan"),
+    (SYNTH + "width = 100000\n" + BASE_SINK, "source.width", "must be at most 8192, got 100000"),
+    (SYNTH + JSONL + "max_mb = -1.0\n", "sinks[0].max_mb", "must be at least 0.001, got -1.0"),
+    (SYNTH + JSONL + "keep = -3\n", "sinks[0].keep", "must be at least 1, got -3"),
+    (SYNTH + '[[sinks]]\nkind = "mqtt"\nmax_inflight = inf\n', "sinks[0].max_inflight", "must be a finite number, got inf"),
+    ('[metrics]\nport = 9108\nhost = "not a host"\n' + SYNTH + BASE_SINK, "metrics.host",
+     'must be a hostname or an IP address, got "not a host"'),
+]
+
+
+@pytest.mark.parametrize("body,key,says", ISSUE_15, ids=[f"{k}:{i}" for i, (_, k, _) in enumerate(ISSUE_15)])
+def test_issue_15_values_are_refused_in_process(tmp_path, body, key, says):
+    path = tmp_path / "c.toml"
+    path.write_text(f'state_dir = "{tmp_path / "s"}"\n{body}')
+    with pytest.raises(ConfigError) as ei:
+        config_mod.load(str(path))
+    assert len(ei.value.problems) == 1, ei.value.problems
+    line = ei.value.problems[0]
+    assert line.startswith(f"{path}: {key}: ") and says in line, line
+    assert line.isprintable() and len(line) < 400, line  # one short, safe line whatever the value held
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize("case", [0, 1, 4, 7, 8, 9, 11, 12], ids=lambda i: ISSUE_15[i][1])
+def test_issue_15_values_exit_2_with_one_line(tmp_path, command, case):
+    body, key, says = ISSUE_15[case]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "s"}"\n{body}')
+    p = run_cli(*(["check-config", str(cfg)] if command == "check-config" else ["run", "--config", str(cfg)]))
+    assert p.returncode == 2, p.stdout[-1000:] + p.stderr[-2000:]
+    assert "Traceback" not in p.stderr and p.stdout == "", p.stderr[-2000:]
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{cfg}: {key}: ") and says in lines[0], p.stderr[-2000:]
+
+
+def test_device_id_limit_is_64_printable_characters(tmp_path):
+    ok = tmp_path / "ok.toml"
+    ok.write_text(f'state_dir = "{tmp_path / "s"}"\ndevice_id = "{"d" * 64}"\n{SYNTH}{BASE_SINK}')
+    assert config_mod.load(str(ok))["device_id"] == "d" * 64
+    for bad in ("d" * 65, "line\u200f3", "line\u20663", "cam\u061c1", "a\u2028b", "a\u0085b"):
+        with pytest.raises(ConfigError) as ei:
+            config_mod.from_dict({"device_id": bad, "state_dir": str(tmp_path), "source": {"kind": "synthetic"},
+                                  "sinks": [{"kind": "stdout"}]}, "c.toml")
+        assert [p.split(": ")[1] for p in ei.value.problems] == ["device_id"], (bad, ei.value.problems)
+
+
+@pytest.mark.parametrize("host,ok", [("127.0.0.1", True), ("0.0.0.0", True), ("::1", True), ("fe80::1%eth0", True),
+                                     ("localhost", True), ("broker.plant-3.local", True), ("broker.local.", True),
+                                     ("not a host", False), ("", False), ("-bad.local", False), ("a..b", False),
+                                     ("999.1.1.1", False), ("x" * 64 + ".local", False), ("host:1883", False),
+                                     ("tcp://broker", False)])
+def test_hosts_are_checked_syntactically_and_name_their_key(tmp_path, host, ok):
+    doc = {"state_dir": str(tmp_path), "source": {"kind": "synthetic"}, "metrics": {"port": 9108, "host": host},
+           "sinks": [{"kind": "mqtt", "host": host}]}
+    if ok:
+        cfg = config_mod.from_dict(doc, "c.toml")
+        assert cfg["metrics"]["host"] == host and cfg.sinks[0]["host"] == host
+    else:
+        with pytest.raises(ConfigError) as ei:
+            config_mod.from_dict(doc, "c.toml")
+        assert [p.split(": ")[1] for p in ei.value.problems] == ["metrics.host", "sinks[0].host"], ei.value.problems
+
+
+def test_every_numeric_key_declares_a_finite_range():
+    """A key added without a range fails here: NaN, inf and absurd numbers are refused for
+    every number by one rule, and that rule needs the range declared next to the key."""
+    keys = config_mod.every_option()
+    numeric = [(k, kind, o) for k, kind, o in keys if o is not None and (int in o.types or float in o.types)]
+    assert len(numeric) > 40
+    missing = [f"{k}@{kind}" for k, kind, o in numeric
+               if o.minimum is None or o.maximum is None or not all(map(math.isfinite, (o.minimum, o.maximum)))
+               or o.minimum > o.maximum]
+    assert not missing, f"numeric keys without a finite (min, max): {missing}"
+    # The walk reaches every kind and the nested tls table.
+    kinds = {kind for _, kind, _ in keys}
+    assert kinds >= set(capture.KINDS) | {"jsonl", "mqtt", "serial"}
+    assert "sinks[0].tls.ca_file" in {k for k, _, _ in keys}
+    # And the defaults themselves are inside their ranges.
+    for k, kind, o in numeric:
+        if isinstance(o.default, (int, float)):
+            assert o.minimum <= o.default <= o.maximum, (k, kind)
+
+
+def test_sinks_and_sources_built_in_code_refuse_the_same_values(tmp_path):
+    from edge_runtime.capture import SourceError, check_options
+    from edge_runtime.sinks.jsonl import JsonlSink
+    from edge_runtime.sinks.mqtt_options import resolve_options
+    from edge_runtime.sinks.serial import validate_options
+
+    for opts in ({"max_mb": -1.0}, {"keep": -3}, {"keep": 0}, {"max_mb": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(opts))):
+            JsonlSink("j", "d", {"path": str(tmp_path / "r.jsonl"), **opts})
+    for opts in ({"width": 100_000}, {"fps": float("nan")}):
+        with pytest.raises(SourceError, match=next(iter(opts))):
+            check_options("synthetic", opts)
+    for key in ("max_inflight", "keepalive", "status_interval_s"):
+        with pytest.raises(ValueError, match=key):
+            resolve_options("m", "dev", {key: float("inf")})
+    for key in ("ack_timeout_ms", "reopen_interval_s", "retries"):
+        with pytest.raises(ValueError, match=key):
+            validate_options("s", "dev", {"port": "/dev/ttyUSB0", key: float("nan")})
+
+
+def test_jsonl_keep_1_keeps_every_result_until_rotation(tmp_path):
+    """The repro of `keep = -3` (20 results, 1 line left), with the smallest allowed values."""
+    from edge_runtime.sinks.jsonl import JsonlSink
+
+    path = tmp_path / "r.jsonl"
+    sink = JsonlSink("j", "d", {"path": str(path), "max_mb": 0.001, "keep": 1})
+    for i in range(20):
+        sink.emit({"id": i, "text": "x" * 40})
+    sink.close()
+    lines = (tmp_path / "r.jsonl.1").read_text().splitlines() + path.read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == list(range(20))  # one rotation, nothing lost
 
 
 # ---------------------------------------------------------------------- unusable devices
