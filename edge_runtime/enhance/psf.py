@@ -202,6 +202,9 @@ def estimate(
         # Sub-step refinement by a parabola through the neighbours in each axis.
         def vertex(m: float, l: float, r: float) -> float:
             den = l - 2 * m + r
+            # A neighbour outside the hinted range is -inf: no parabola, keep the grid step.
+            if not math.isfinite(den):
+                return 0.0
             return 0.0 if den >= 0 else float(np.clip(0.5 * (l - r) / den, -0.5, 0.5))
         k = len(angles)
         da = vertex(z[i, j], z[(i - 1) % k, j], z[(i + 1) % k, j])
