@@ -25,10 +25,32 @@ class UserError(Exception):
     """An error the user can fix; printed as one line, no traceback."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations: a typo (`run --conf FILE`) is an error, never guessed to
+    be the option it abbreviates (`--config`), so a later option cannot change what it means."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+class SubcommandParser(Parser):
+    """A subcommand's parser reports the arguments it does not know itself, with its own usage
+    (`edge-runtime decode: error: unrecognized arguments: --jsn`), instead of passing them up to
+    the top-level parser, which would print the top-level usage. Nested subcommands (`bench
+    decode`) get this class too: add_subparsers makes children of the parent's class."""
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-runtime", description="Read QR codes on a line and deliver every result.")
+    p = Parser(prog="edge-runtime", description="Read QR codes on a line and deliver every result.")
     p.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
-    add_subcommands(p.add_subparsers(dest="command", metavar="COMMAND"), SUBCOMMANDS)
+    add_subcommands(p.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubcommandParser), SUBCOMMANDS)
     return p
 
 
