@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -620,3 +621,147 @@ def test_outbox_read_error_is_one_line_and_delivery_resumes(broker, tmp_path, si
     assert len(lines) == 2 and not failures
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in lines)
     assert str(tmp_path / "outbox.sqlite") in lines[0].getMessage()
+
+
+# --- connect failures of every kind: one line naming the reason, and the sink keeps trying ---
+def sink_errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "edge_runtime.sinks.mqtt" and r.levelno >= logging.ERROR]
+
+
+def paho_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("paho-mqtt-client-") and t.is_alive()]
+
+
+def unvalidated_sink(monkeypatch, make, device_id: str, options: dict) -> MqttSink:
+    """An MqttSink for a device_id the config checks would refuse: what the runtime does when
+    such a string gets through anyway is what these tests are about."""
+    import edge_runtime.sinks.mqtt as mqtt_sink
+
+    real = mqtt_sink.resolve_options
+    monkeypatch.setattr(mqtt_sink, "resolve_options", lambda name, dev, o: {
+        **real(name, "placeholder", o), "client_id": f"edge-runtime-{dev}"})
+    return make("bad", device_id, options)
+
+
+@pytest.mark.parametrize("device_id,reason", [
+    ("a\nb", "U+000A"),                # mosquitto: "Malformed UTF-8", closes without CONNACK
+    ("d" * 70_000, "MQTT allows at most 65535"),  # paho: struct.error while packing CONNECT
+])
+def test_connect_rejected_for_device_id_is_one_line_and_retried(broker, tmp_path, sinks, caplog, monkeypatch,
+                                                                  device_id, reason):
+    caplog.set_level(logging.INFO, logger="edge_runtime.sinks.mqtt")
+    s = unvalidated_sink(monkeypatch, sinks, device_id, sink_options(broker.port, tmp_path, keepalive=5))
+    s.start()  # must not raise
+    s.emit(result(1))
+    assert wait(lambda: sink_errors(caplog), timeout=10), "no log line for the failed connect"
+    attempts = s._disconnects + (s.client.last_connect_error is not None)
+    time.sleep(3.5)  # paho's backoff is 1, 2 s: at least two more attempts
+    errors = sink_errors(caplog)
+    assert len(errors) == 1, errors
+    assert f"127.0.0.1:{broker.port}" in errors[0] and reason in errors[0], errors[0]
+    assert len(errors[0]) < 400
+    assert s.state()["last_error"] and reason in s.state()["last_error"]
+    assert paho_threads(), "paho's network thread died"
+    assert s.state()["queued"] == 1 and not s.state()["connected"]
+    if device_id == "a\nb":
+        assert s._disconnects > attempts, "the sink stopped retrying"
+
+
+def test_paho_thread_killed_by_an_exception_is_logged_and_restarted(broker, tmp_path, sinks, caplog):
+    caplog.set_level(logging.INFO, logger="edge_runtime.sinks.mqtt")
+    s = sinks("crash", "devx", sink_options(broker.port, tmp_path))
+    real_on_connect = s.client.on_connect
+    calls = []
+
+    def buggy_once(*a):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("boom in a callback")  # paho re-raises: its loop ends
+        real_on_connect(*a)
+
+    s.client.on_connect = buggy_once
+    s.start()
+    s.emit(result(1, "devx"))
+    assert wait(lambda: s.state()["delivered"] == 1, timeout=15), s.state()
+    lines = [m for m in sink_errors(caplog) if "network thread" in m]
+    assert len(lines) == 1 and "KeyError" in lines[0] and "restarting" in lines[0], sink_errors(caplog)
+    assert len(paho_threads()) >= 1
+
+
+def test_listener_that_never_sends_connack_is_reported(tmp_path, sinks, caplog):
+    """Something listens on the port but is no MQTT broker (or wants TLS): it accepts the TCP
+    connection and never answers. Before: no log line for 100 s, status said "refused"."""
+    caplog.set_level(logging.INFO, logger="edge_runtime.sinks.mqtt")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(conn)  # keep it open, say nothing
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        s = sinks("silent", "devn", sink_options(port, tmp_path, keepalive=5))
+        t0 = time.monotonic()
+        s.start()
+        assert wait(lambda: any("no CONNACK" in m for m in sink_errors(caplog)), timeout=10), sink_errors(caplog)
+        assert time.monotonic() - t0 < 10
+        line = next(m for m in sink_errors(caplog) if "no CONNACK" in m)
+        assert f"127.0.0.1:{port}: no CONNACK within 5 s" in line, line
+        assert "no CONNACK" in s.state()["last_error"]
+        assert wait(lambda: len(accepted) >= 2, timeout=10), "no reconnect after the CONNACK timeout"
+        assert len(sink_errors(caplog)) == 1, sink_errors(caplog)
+    finally:
+        server.close()
+        for c in accepted:
+            c.close()
+
+
+# --- command replies ------------------------------------------------------------------------
+def test_status_command_publishes_status_within_1s(broker, tmp_path, sinks):
+    polls = []
+
+    def provider() -> dict:
+        polls.append(1)
+        return {"polls": len(polls)}
+
+    def handler(cmd: dict):
+        return {"state": "online", "polls": len(polls)} if cmd["cmd"] == "status" else {"ok": True, "got": cmd["cmd"]}
+
+    status, reply = "edge/devs/status", "edge/devs/reply"
+    # status_interval_s well above the test's duration: only the command can make a new one
+    s = sinks("st", "devs", sink_options(broker.port, tmp_path, status_interval_s=600), status_provider=provider,
+              command_handler=handler)
+    sub = Subscriber(broker.port, [status, reply]).start()
+    s.start()
+    try:
+        assert sub.wait_for(lambda: sub.on(status))
+        time.sleep(0.3)
+        before = len(sub.on(status))
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        try:
+            t0 = time.monotonic()
+            pub.publish("edge/devs/cmd", b'{"cmd":"status"}', qos=1)
+            assert sub.wait_for(lambda: len(sub.on(status)) > before, timeout=1.0), "no status within 1 s"
+            fresh = json.loads(sub.on(status)[-1])
+            assert time.monotonic() - t0 < 1.0
+            assert fresh["state"] == "online" and fresh["device_id"] == "devs" and fresh["polls"] >= 2
+            assert [m for m in sub.messages if m[0] == status][-1][2] is False  # live, not replayed
+            pub.publish("edge/devs/cmd", b"LON", qos=1)
+            assert sub.wait_for(lambda: sub.on(reply), timeout=2.0), "no reply to LON"
+            r = json.loads(sub.on(reply)[0])
+            assert r["cmd"] == "LON" and r["ok"] is True and r["got"] == "LON" and "ts" in r
+            assert len(sub.on(reply)) == 1  # "status" answered on the status topic only
+        finally:
+            pub.disconnect()
+            pub.loop_stop()
+    finally:
+        sub.close()

@@ -7,6 +7,8 @@ Topics (all built from config, never from a payload):
                                       ...status_provider()} on connect and every status_interval_s;
                                       {"state": "offline", ...} as Last Will and on clean close
   {topic_prefix}/{device_id}/cmd      subscribed: {"cmd": "trigger"|"reload"|...} or a bare word
+  {topic_prefix}/{device_id}/reply    not retained: {"cmd", "ts", ...handler's reply} for each
+                                      command but "status", which re-publishes the status instead
 
 Delivery is at-least-once with qos 1/2: after a reconnect, or after a restart of the service,
 results that were not acknowledged are published again, so a subscriber can see an id twice and
@@ -25,6 +27,13 @@ Threads: paho's network thread (loop_start/loop_stop) and one sender thread; clo
 both. paho callbacks only record events and wake the sender; every outbox read/delete and every
 publish happens in the sender thread, which is why a PUBACK can never be matched before the
 publish that caused it was registered.
+
+Every way a connection attempt can fail is one log line naming the broker and the reason:
+refused (CONNACK), unreachable (TCP/TLS), closed by the broker before CONNACK (it rejected the
+CONNECT, e.g. a control character in the client id or will topic), no CONNACK within
+keepalive seconds (not an MQTT broker, or it expects TLS), a CONNECT paho cannot even encode
+(a string over 65,535 bytes). An exception that would end paho's network thread is logged and
+the thread is started again, so the sink never silently stops trying.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import collections
 import json
 import logging
 import math
+import socket
 import sqlite3
 import ssl
 import threading
@@ -55,6 +65,25 @@ log = logging.getLogger(__name__)
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 5  # a line stops in seconds; don't wait minutes for a broker that came back
+MQTT_STRING_MAX = 65535  # bytes in any MQTT string (client id, topic, username): a 2-byte length
+REPLIES_KEPT = 64  # command replies waiting for a connection; older ones are dropped
+
+
+def _connect_problem(client_id: str, will_topic: str, username: str | None) -> str | None:
+    """Why a broker would reject our CONNECT, if the reason is in the strings we send: MQTT
+    forbids strings over 65,535 bytes, and brokers (mosquitto) close the connection without a
+    CONNACK on control characters or noncharacters ("Malformed UTF-8")."""
+    for what, s in (("client id", client_id), ("will/status topic", will_topic), ("username", username)):
+        if s is None:
+            continue
+        n = len(s.encode("utf-8", "surrogatepass"))
+        if n > MQTT_STRING_MAX:
+            return f"the {what} is {n} bytes, MQTT allows at most {MQTT_STRING_MAX} (check device_id/client_id)"
+        for c in s:
+            o = ord(c)
+            if o < 0x20 or 0x7F <= o <= 0x9F or 0xD800 <= o <= 0xDFFF or 0xFDD0 <= o <= 0xFDEF or (o & 0xFFFE) == 0xFFFE:
+                return f"the {what} {s[:60]!r} contains U+{o:04X}, which brokers reject as malformed UTF-8"
+    return None
 
 
 def _now() -> str:
@@ -88,16 +117,39 @@ def encode_result(result: dict, default: Callable[[Any], Any] | None = None) -> 
 class _Client(mqtt.Client):
     """paho's client, remembering why the last TCP/TLS connect attempt failed: paho's
     on_connect_fail callback does not say, and "connection refused" and "certificate verify
-    failed" need different fixes by whoever reads the log."""
+    failed" need different fixes by whoever reads the log. Also remembers when CONNECT went
+    out (to notice a missing CONNACK), and keeps its network thread from dying silently."""
 
     last_connect_error: BaseException | None = None
+    connect_sent_at: float | None = None  # monotonic time of the CONNECT not yet answered
+    on_crash: Callable[[BaseException], None] | None = None
 
     def reconnect(self) -> mqtt.MQTTErrorCode:
+        self.connect_sent_at = None
         try:
-            return super().reconnect()
+            rc = super().reconnect()
         except OSError as e:
             self.last_connect_error = e
             raise
+        except Exception as e:  # noqa: BLE001
+            # e.g. struct.error from a 70,000-character client id. paho retries only after an
+            # OSError; anything else would end its network thread for good.
+            self.last_connect_error = e
+            raise OSError(f"cannot send CONNECT: {type(e).__name__}: {e}") from e
+        self.connect_sent_at = time.monotonic()
+        return rc
+
+    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> mqtt.MQTTErrorCode:
+        # paho's loop_start thread runs this; an exception escaping it (a callback bug, an
+        # unexpected paho error) would end the thread with a traceback on stderr and no more
+        # reconnects. Report it instead; the sink starts a new loop.
+        try:
+            return super().loop_forever(timeout, retry_first_connection)
+        except Exception as e:  # noqa: BLE001
+            if self.on_crash is None:
+                raise
+            self.on_crash(e)
+            return mqtt.MQTTErrorCode.MQTT_ERR_UNKNOWN
 
 
 class MqttSink:
@@ -114,7 +166,9 @@ class MqttSink:
     ) -> None:
         """`options`: see mqtt_options.DEFAULTS. `status_provider()` returns extra fields for
         the retained online status (counters, model); `command_handler(cmd)` gets each valid
-        command dict, on paho's network thread, so it must return quickly."""
+        command dict, on paho's network thread, so it must return quickly. Its return value
+        (a dict, or None for no reply) is published on the reply topic; for "status" the
+        status itself is published instead."""
         self.name = name
         self.device_id = device_id
         self.options = o = resolve_options(name, device_id, options)
@@ -124,9 +178,12 @@ class MqttSink:
         self.topic_result = f"{base}/result"
         self.topic_status = f"{base}/status"
         self.topic_cmd = f"{base}/cmd"
+        self.topic_reply = f"{base}/reply"
         self.qos: int = o["qos"]
         self.max_inflight: int = o["max_inflight"]
         self.where = f"{o['host']}:{o['port']}"
+        # paho drops a connection without CONNACK after keepalive s; we say so at the same time.
+        self.connack_timeout_s = max(5, o["keepalive"])
 
         self._outbox: Outbox | None = None
         self._outbox_lock = threading.Lock()
@@ -142,6 +199,8 @@ class MqttSink:
         self._connected = False
         self._disconnects = 0
         self._status_due = False
+        self._replies: collections.deque[bytes] = collections.deque(maxlen=REPLIES_KEPT)
+        self._crashed: BaseException | None = None
         self.last_error: str | None = None
 
         # Owned by the sender thread (and by close() once the sender is joined).
@@ -186,6 +245,7 @@ class MqttSink:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        c.on_crash = self._on_crash
         return c
 
     def _open_outbox(self) -> Outbox:
@@ -276,10 +336,13 @@ class MqttSink:
 
     # ---- paho callbacks (network thread): record and wake, nothing slow ------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        client.connect_sent_at = None
         if reason_code.is_failure:
             why = str(reason_code).lower()
             if why in ("not authorized", "bad user name or password"):
                 why += " (check username and password/password_env)"
+            elif problem := self._connect_problem():
+                why += f": {problem}"
             self._set_error(f"mqtt broker {self.where} refused the connection: {why}")
             return
         self._connected = True
@@ -298,6 +361,10 @@ class MqttSink:
             why = f"TLS handshake failed: {e.reason or e}"
         elif isinstance(e, ConnectionRefusedError):
             why = "connection refused (is the broker running?)"
+        elif e is not None and not isinstance(e, OSError):  # paho could not encode our CONNECT
+            why = self._connect_problem() or f"{type(e).__name__}: {e}"
+            self._set_error(f"mqtt broker {self.where}: cannot send CONNECT: {why}")
+            return
         elif e is not None:
             why = getattr(e, "strerror", None) or str(e) or type(e).__name__
         else:
@@ -308,11 +375,27 @@ class MqttSink:
         was = self._connected
         self._connected = False
         self._disconnects += 1
-        if was and not self._stop.is_set():
+        sent_at, client.connect_sent_at = client.connect_sent_at, None
+        if self._stop.is_set():
+            pass  # our own close()
+        elif was:
             # paho reports a dropped TCP connection as "unspecified error"; say what it means.
             why = "the broker closed the connection or the network failed" \
                 if reason_code == 128 else str(reason_code).lower()
             self._set_error(f"mqtt broker {self.where} connection lost: {why}")
+        elif sent_at is not None and reason_code == 141:  # paho's keepalive timer, before CONNACK
+            self._set_error(self._no_connack())
+        elif sent_at is not None:
+            # mosquitto closes the socket without a CONNACK on a CONNECT it cannot parse.
+            why = self._connect_problem() or "see the broker's log for why it rejected our CONNECT"
+            self._set_error(f"mqtt broker {self.where} closed the connection before CONNACK: {why}")
+        self._wake.set()
+
+    def _on_crash(self, e: BaseException) -> None:
+        """paho's network thread is ending because of `e`; the sender starts a new one."""
+        self._crashed = e
+        self._connected = False
+        self._disconnects += 1
         self._wake.set()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -338,9 +421,19 @@ class MqttSink:
             log.info("mqtt sink %s: command %r received but no handler is set", self.name, cmd.get("cmd"))
             return
         try:
-            self.command_handler(cmd)
+            reply = self.command_handler(cmd)
         except Exception as e:  # noqa: BLE001 - a handler bug must not kill the network thread
             log.error("mqtt sink %s: command %r failed: %s: %s", self.name, cmd.get("cmd"), type(e).__name__, e)
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        # Publishing is the sender's job (see the threading notes): only queue and wake.
+        if str(cmd["cmd"]).strip().lower() == "status":
+            self._status_due = True  # the same payload as the retained status, fresh
+        elif reply is not None:
+            body: dict[str, Any] = {"cmd": cmd["cmd"], "ts": _now()}
+            for k, v in (reply.items() if isinstance(reply, dict) else [("reply", reply)]):
+                body.setdefault(k, v)
+            self._replies.append(encode_result(body, default=str))
+        self._wake.set()
 
     _logged_error: str | None = None
 
@@ -351,6 +444,38 @@ class MqttSink:
         if msg != self._logged_error:
             self._logged_error = msg
             log.error("%s (sink %s; retrying, results stay in the outbox)", msg, self.name)
+
+    def _connect_problem(self) -> str | None:
+        o = self.options
+        return _connect_problem(o["client_id"], self.topic_status, o["username"])
+
+    def _no_connack(self) -> str:
+        return (f"mqtt broker {self.where}: no CONNACK within {self.connack_timeout_s} s "
+                f"(is it an MQTT broker? TLS expected?)")
+
+    def _check_network_thread(self) -> None:
+        """Sender thread: restart paho's loop if it died, give up on a CONNECT nobody answers."""
+        e, self._crashed = self._crashed, None
+        if e is not None and not self._stop.is_set():
+            self._set_error(f"mqtt broker {self.where}: paho's network thread stopped on {type(e).__name__}: {e}; "
+                            f"restarting it")
+            self.client.loop_stop()  # joins the ending thread, so loop_start may start a new one
+            if self._stop.wait(RECONNECT_MIN_S):  # a bug that strikes on every connect must not spin
+                return
+            self.client.connect_async(self.options["host"], self.options["port"], keepalive=self.options["keepalive"])
+            self.client.loop_start()
+        sent_at = self.client.connect_sent_at
+        if sent_at is not None and not self._connected and time.monotonic() - sent_at >= self.connack_timeout_s:
+            self.client.connect_sent_at = None
+            self._set_error(self._no_connack())
+            sock = self.client.socket()
+            if sock is not None:
+                # paho's loop then reads EOF and reconnects with its backoff. The plain socket
+                # method: ssl.SSLSocket.shutdown would change TLS state under paho's feet.
+                try:
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
 
     # ---- sender thread -------------------------------------------------------------------
     def _status_payload(self, state: str, ts: bool = True) -> bytes:
@@ -376,6 +501,7 @@ class MqttSink:
             self._wake.wait(timeout=max(0.01, min(1.0, next_status - time.monotonic())) if self._connected else 1.0)
             self._wake.clear()
             try:
+                self._check_network_thread()
                 self._drain_acks()
                 d = self._disconnects
                 if d != seen_disconnects:
@@ -392,6 +518,8 @@ class MqttSink:
                     self._status_due = False
                     next_status = now + interval
                     self.client.publish(self.topic_status, self._status_payload("online"), qos=1, retain=True)
+                while self._replies:
+                    self.client.publish(self.topic_reply, self._replies.popleft(), qos=1)
                 if hold and not self._inflight:
                     hold = False
                 if self._rewind and not self._inflight and time.monotonic() >= self._pause_until:
