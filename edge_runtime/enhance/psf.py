@@ -22,8 +22,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_runtime.enhance import deblur
-
 
 @dataclass(frozen=True)
 class Blur:
@@ -38,9 +36,7 @@ class Blur:
 _MIN_LEN = 3.0  # below ~3 px the cepstrum is dominated by the spectrum's overall slope
 _ANG_STEP = 1.0  # deg; at 60 px one step is ~1 px of arc, finer than the peak
 _R_STEP = 0.5  # px
-# A peak is a blur, not noise, from about this many robust sigmas (the residual
-# cepstrum of an unblurred code tops out near 4-5; a smear of 2+ modules gives 8+).
-_MIN_SCORE = 6.0
+_WORK_SIDE = 200.0
 _MAX_RATIO = 0.7  # see _smear_ratio: unsmeared codes measure >= 0.93, smeared <= 0.45
 
 
@@ -125,6 +121,15 @@ def module_pitch(gray: np.ndarray) -> float | None:
     return float(radii[j])
 
 
+def _vertex(m: float, l: float, r: float) -> float:
+    """Offset (-0.5..0.5 steps) of a parabola's top through three neighbouring scores."""
+    den = l - 2 * m + r
+    # A neighbour outside the hinted range is -inf: no parabola, keep the grid step.
+    if not math.isfinite(den) or den >= 0:
+        return 0.0
+    return float(np.clip(0.5 * (l - r) / den, -0.5, 0.5))
+
+
 def _smear_ratio(gray: np.ndarray):
     """f(angle) -> gradient energy along `angle` / across it (structure tensor).
 
@@ -160,13 +165,25 @@ def estimate(
 ) -> list[Blur]:
     """Ranked smear hypotheses for a rectified ROI (best first, at most 4, maybe none).
 
+    Only directions the image is actually flattened along survive (see `_smear_ratio`),
+    so an unsmeared code, flat paper or noise gives an empty list.
+
     Hints only narrow the search: `angle_hint` +- `angle_tol` (deg, crop coordinates)
     limits the directions, `length_hint` favours lengths near it (a configured
-    speed x exposure is rarely exact), `max_len` caps the length (default: a third of the
-    crop, at most 60 px). An empty list means the ROI is too small or flat to tell.
+    speed x exposure is rarely exact), `max_len` caps the length (at most 28 % of the
+    crop; default 16 % of it, at most 60 px: 4 modules of a version-1 code in a crop with
+    rectify's 25 % margins; longer default ranges only add false peaks).
     """
     if gray.ndim != 2 or min(gray.shape) < 16 or float(gray.std()) < 1.0:
         return []
+    # Large crops are estimated at <= 200 px (one scale for both axes keeps angles): the
+    # FFTs dominate the cost, and a smear's zeros sit well below the dropped frequencies.
+    f = max(1.0, min(gray.shape) / _WORK_SIDE)
+    if f > 1.0:
+        small = cv2.resize(gray, (round(gray.shape[1] / f), round(gray.shape[0] / f)), interpolation=cv2.INTER_AREA)
+        lh = length_hint / f if length_hint else None
+        ml = max_len / f if max_len else None
+        return [Blur(b.length_px * f, b.angle_deg, b.score) for b in estimate(small, angle_hint=angle_hint, angle_tol=angle_tol, length_hint=lh, max_len=ml)]
     side = min(gray.shape)
     top = min(float(max_len), side * 0.28) if max_len else min(60.0, side * 0.16)
     if top <= _MIN_LEN + 1:
@@ -199,37 +216,18 @@ def estimate(
         s = float(zz[i, j])
         if not math.isfinite(s):
             break
-        # Sub-step refinement by a parabola through the neighbours in each axis.
-        def vertex(m: float, l: float, r: float) -> float:
-            den = l - 2 * m + r
-            # A neighbour outside the hinted range is -inf: no parabola, keep the grid step.
-            if not math.isfinite(den):
-                return 0.0
-            return 0.0 if den >= 0 else float(np.clip(0.5 * (l - r) / den, -0.5, 0.5))
         k = len(angles)
-        da = vertex(z[i, j], z[(i - 1) % k, j], z[(i + 1) % k, j])
-        dr = vertex(z[i, j], z[i, j - 1], z[i, j + 1]) if 0 < j < len(radii) - 1 else 0.0
+        da = _vertex(z[i, j], z[(i - 1) % k, j], z[(i + 1) % k, j])
+        dr = _vertex(z[i, j], z[i, j - 1], z[i, j + 1]) if 0 < j < len(radii) - 1 else 0.0
         length = float(radii[j] + dr * _R_STEP)
         angle = float((angles[i] + da * _ANG_STEP) % 180.0)
         if ratio(angle) < _MAX_RATIO:
             out.append(Blur(length, angle, s))
-        # Suppress this peak, its harmonics' neighbourhood and the 90-deg mirror images
-        # the desymmetrisation leaves (-1/4 each), so the next pick is a real alternative.
-        near_a = np.array([_angle_diff(a, angle) for a in angles]) < 6.0
+        # Suppress this peak's neighbourhood so the next pick is a real alternative,
+        # not the same dip one grid step away.
+        near_a = np.abs((angles - angle + 90.0) % 180.0 - 90.0) < 6.0
         zz[np.ix_(near_a, np.abs(radii - length) < max(2.0, 0.15 * length))] = -np.inf
     return out
-
-
-def sharpness(gray: np.ndarray) -> float:
-    """How much a crop looks like a clean two-level print: gradient sparsity.
-
-    A correctly deblurred code has few, strong edges (high ratio of mean |grad|^2 to
-    (mean |grad|)^2); a wrong kernel rings, spreading weak gradients everywhere."""
-    g = gray.astype(np.float32)
-    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
-    m = np.sqrt(gx * gx + gy * gy)
-    return float((m * m).mean() / (m.mean() ** 2 + 1e-9))
 
 
 def deblur_candidates(crop: np.ndarray, angle_hint: float | None = None, length_hints: tuple[float, ...] = ()) -> list[tuple[float, float]]:
