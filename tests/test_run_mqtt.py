@@ -183,3 +183,32 @@ def first_unique(results: list[dict]) -> list[dict]:
             seen.add(r["id"])
             out.append(r)
     return out
+
+
+def test_status_command_is_answered_within_1s(make_broker, tmp_path):
+    """The documented `status` command: the service's handler built a status and nobody sent it."""
+    b = make_broker().start()
+    config = write_config(tmp_path, b.port)
+    # only the command can make a status appear during the test, not the periodic one
+    config.write_text(config.read_text().replace("status_interval_s = 1.0", "status_interval_s = 3600"))
+    status, reply, cmd = f"edge/{DEV}/status", f"edge/{DEV}/reply", f"edge/{DEV}/cmd"
+    sub = Subscriber(b.port, [status, reply]).start()
+    p = spawn(config)
+    try:
+        assert sub.wait_for(lambda: any(json.loads(x)["state"] == "online" for x in sub.on(status)), timeout=60)
+        time.sleep(1.0)  # the command subscription goes out right after connect
+        first = json.loads(sub.on(status)[-1])
+        n = len(sub.on(status))
+        t0 = time.monotonic()
+        publish.single(cmd, json.dumps({"cmd": "status"}), hostname=HOST, port=b.port, qos=1)
+        assert sub.wait_for(lambda: len(sub.on(status)) > n, timeout=1.0), "no status within 1 s of the command"
+        assert time.monotonic() - t0 < 1.0
+        fresh = json.loads(sub.on(status)[-1])
+        assert fresh["state"] == "online" and fresh["ts"] > first["ts"] and "plant" in fresh.get("sinks", {}), fresh
+        publish.single(cmd, "reload", hostname=HOST, port=b.port, qos=1)
+        assert sub.wait_for(lambda: sub.on(reply), timeout=5.0), "no reply to reload"
+        assert json.loads(sub.on(reply)[0])["cmd"] == "reload" and json.loads(sub.on(reply)[0])["ok"] is True
+    finally:
+        log = terminate(p)
+        sub.close()
+    assert p.returncode == 0, log[-2000:]
