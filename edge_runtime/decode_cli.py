@@ -10,7 +10,7 @@ import time
 
 from edge_runtime import detect
 from edge_runtime.code import Code
-from edge_runtime.imageio import DEFAULT_MAX_PIXELS, ImageError, expand, load_gray
+from edge_runtime.imageio import DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS, ImageError, expand, load_gray
 from edge_runtime.textsafe import printable
 
 
@@ -20,6 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
     p.add_argument("--detector", choices=detect.CHOICES, default="auto", help="INT8 code detector (default: auto)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default %(default)s)")
+    p.add_argument("--max-image-mb", type=float, default=DEFAULT_MAX_IMAGE_MB,
+                   help="refuse images whose decoded size (pixels x channels x bytes per sample, "
+                        "from the header) is larger (default %(default)s)")
     p.add_argument("--deadline-ms", type=float, default=None, help="stop retrying a hard image after this long")
     p.set_defaults(func=run)
 
@@ -44,12 +47,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--detector {args.detector}: {exc}") from None
     failed = 0
     out = sys.stdout
+    # A Namespace built by hand (tests/test_fuzz.py) may predate --max-image-mb: use its default.
+    max_image_mb = getattr(args, "max_image_mb", DEFAULT_MAX_IMAGE_MB)
     for source, error in expand(args.paths):
         t0 = time.perf_counter()
         codes: list[Code] = []
         if error is None:
             try:
-                codes = reader.read(load_gray(source, max_pixels=args.max_pixels))
+                codes = reader.read(load_gray(source, max_pixels=args.max_pixels, max_image_mb=max_image_mb))
             except ImageError as exc:
                 error = str(exc)
         ms = (time.perf_counter() - t0) * 1000.0

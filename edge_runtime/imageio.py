@@ -12,11 +12,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 # 40 MP: larger than any industrial camera or phone photo we expect, and ~40 MB as gray.
 DEFAULT_MAX_PIXELS = 40_000_000
+# The pixel limit alone let a 39.7 MP 16-bit RGBA PNG (309 KB on disk) through, and decoding
+# it peaked at 836 MB (issue 15). What costs RAM is the decoded bytes: pixels x channels x
+# bytes per sample, as the file declares them. 160 MB lets a 40 MP RGBA or RGB photo through;
+# with the strip-wise conversion below the load of any such image peaks under 400 MB.
+DEFAULT_MAX_IMAGE_MB = 160.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm", ".pnm")
+_STRIP_BYTES = 4 << 20  # conversion works on strips of rows of about this size (see _convert)
 
 # We enforce our own limit (configurable, checked from the header); Pillow's own
 # bomb check would warn or raise with a different message.
@@ -27,16 +33,19 @@ class ImageError(Exception):
     """A file that cannot be decoded into an image, with a one-line reason."""
 
 
-def load_gray(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_gray(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+              max_image_mb: float = DEFAULT_MAX_IMAGE_MB) -> np.ndarray:
     """Read `path` as an upright 8-bit grayscale array (EXIF orientation applied)."""
-    return load(path, max_pixels, colour=False)
+    return load(path, max_pixels, colour=False, max_image_mb=max_image_mb)
 
 
 def load(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *, colour: bool = False,
-         limit_name: str = "--max-pixels") -> np.ndarray:
+         limit_name: str = "--max-pixels", max_image_mb: float = DEFAULT_MAX_IMAGE_MB,
+         mb_limit_name: str = "--max-image-mb") -> np.ndarray:
     """Read `path` upright (EXIF orientation applied) as uint8: gray, or with colour=True BGR
-    for colour files (gray files stay 2-D). `limit_name` is what the user sets to raise the
-    pixel limit (a CLI flag or a config key), named in the refusal."""
+    for colour files (gray files stay 2-D). `limit_name` and `mb_limit_name` are what the user
+    sets to raise the pixel and the decoded-size limits (a CLI flag or a config key), named in
+    the refusal."""
     p = Path(path)
     if not p.exists():
         raise ImageError("no such file")
@@ -58,9 +67,19 @@ def load(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *, colou
                         f"image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
                         f"(a decompression bomb or a mistake; raise {limit_name} to allow it)"
                     )
+                channels, bits = _samples(img)
+                mb = w * h * channels * (bits // 8) / 1e6
+                if mb > max_image_mb:
+                    raise ImageError(
+                        f"image is {w}x{h}, {channels} channel(s) of {bits} bits = {mb:,.1f} MB decoded, "
+                        f"above the limit of {max_image_mb:g} MB (a decompression bomb or a mistake; "
+                        f"raise {mb_limit_name} to allow it)"
+                    )
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return _to_bgr_or_gray(img) if colour else _to_gray(img)
+                orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation
+                out = _convert(img, colour)
+                img.close()  # frees the decoded pixels before the upright copy below
+                return _upright(out, orientation)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -74,6 +93,79 @@ def load(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, *, colou
         raise ImageError(str(exc)) from None
 
 
+def _samples(img: Image.Image) -> tuple[int, int]:
+    """(channels, bits per sample) as the file declares them, from the header.
+
+    Pillow's mode is what it stores, which can be less than the file holds: a 16-bit RGBA PNG
+    opens as "RGBA" with raw mode "RGBA;16B". The raw mode of the first tile tells the depth.
+    """
+    channels = len(img.getbands())
+    bits = 8
+    if img.mode.startswith("I;16"):
+        bits = 16
+    elif img.mode in ("I", "F"):
+        bits = 32
+    for tile in img.tile[:1]:
+        raw = tile[3] if len(tile) > 3 else None
+        raw = raw[0] if isinstance(raw, tuple) and raw else raw
+        if isinstance(raw, str):
+            m = re.search(r";(16|32)", raw)
+            if m:
+                bits = max(bits, int(m.group(1)))
+    return channels, bits
+
+
+def _convert(img: Image.Image, colour: bool) -> np.ndarray:
+    """The decoded image to uint8 gray (or BGR), one strip of rows at a time.
+
+    Converting the whole image at once made a full-size copy per step (copy, RGBA, white
+    paper, composite, RGB, array): five copies of a 160 MB image. Strip by strip, the only
+    full-size allocation is the output.
+    """
+    w, h = img.size
+    deep = img.mode.startswith("I;16") or img.mode in ("I", "F")
+    gray = not colour or deep or img.mode in ("L", "1")
+    span = img.getextrema() if img.mode in ("I", "F") else None  # whole-image range, no copy
+    out = np.empty((h, w) if gray else (h, w, 3), np.uint8)
+    rows = max(1, _STRIP_BYTES // (4 * w))
+    for y in range(0, h, rows):
+        strip = img.crop((0, y, w, min(h, y + rows)))
+        out[y:y + rows] = _strip_to_uint8(strip, gray, span)
+    return out
+
+
+def _strip_to_uint8(img: Image.Image, gray: bool, span: tuple | None) -> np.ndarray:
+    # 16-bit and 32-bit gray (industrial TIFFs) to 8 bits, instead of clipping to white.
+    if img.mode.startswith("I;16"):
+        return (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+    if img.mode in ("I", "F"):
+        lo, hi = float(span[0]), float(span[1])
+        if hi <= lo:
+            return np.zeros((img.height, img.width), np.uint8)
+        return ((np.asarray(img, dtype=np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    if gray:
+        return np.asarray(_on_paper(img).convert("L"), dtype=np.uint8)
+    return np.asarray(_on_paper(img).convert("RGB"), dtype=np.uint8)[:, :, ::-1]
+
+
+# EXIF Orientation -> how to turn the stored pixels upright (as ImageOps.exif_transpose does),
+# as numpy views: the one copy is made by _upright.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _upright(a: np.ndarray, orientation: object) -> np.ndarray:
+    turn = _ORIENT.get(orientation) if isinstance(orientation, int) else None
+    return a if turn is None else np.ascontiguousarray(turn(a))
+
+
 def _on_paper(img: Image.Image) -> Image.Image:
     # A QR exported as black modules on a transparent background would turn black on
     # black if its alpha were dropped: composite over white paper first.
@@ -82,34 +174,6 @@ def _on_paper(img: Image.Image) -> Image.Image:
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(paper, rgba)
     return img
-
-
-def _high_depth(img: Image.Image) -> np.ndarray | None:
-    """16-bit and 32-bit gray (industrial TIFFs) to 8 bits, instead of clipping to white."""
-    if img.mode.startswith("I;16"):
-        return (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
-    if img.mode in ("I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        return np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-    return None
-
-
-def _to_gray(img: Image.Image) -> np.ndarray:
-    deep = _high_depth(img)
-    if deep is not None:
-        return np.ascontiguousarray(deep)
-    return np.ascontiguousarray(np.asarray(_on_paper(img).convert("L"), dtype=np.uint8))
-
-
-def _to_bgr_or_gray(img: Image.Image) -> np.ndarray:
-    deep = _high_depth(img)
-    if deep is not None:
-        return np.ascontiguousarray(deep)
-    if img.mode in ("L", "1"):
-        return np.ascontiguousarray(np.asarray(img.convert("L"), dtype=np.uint8))
-    rgb = np.asarray(_on_paper(img).convert("RGB"), dtype=np.uint8)
-    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def natural_key(name: str) -> list:

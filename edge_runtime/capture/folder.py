@@ -5,8 +5,9 @@ Images are loaded by edge_runtime.imageio (the loader `edge-runtime decode` uses
 rather than cv2.imread because phones and PDAs store rotated pictures with an EXIF Orientation
 tag, which cv2 honours only for some formats; a code the operator sees upright must reach the
 reader upright. A bad file never stops the run: it is logged once (one line naming it) and
-skipped. A file larger than `max_pixels` is refused from its header before any pixel is
-decoded, so one huge or hostile image cannot exhaust RAM on a 1 GB board.
+skipped. A file larger than `max_pixels`, or whose decoded size (pixels x channels x bytes per
+sample, as its header declares) is above `max_image_mb`, is refused from its header before any
+pixel is decoded, so one huge or hostile image cannot exhaust RAM on a 1 GB board.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ DEFAULTS: dict = {
     "fps": 0.0,  # 0 = as fast as the service takes them
     "pattern": "*",  # glob within the folder (not recursive), e.g. "line3_*"
     "max_pixels": 40_000_000,
+    "max_image_mb": imageio.DEFAULT_MAX_IMAGE_MB,
 }
 KEYS: set[str] = set(DEFAULTS)
 REQUIRED: set[str] = {"path"}
@@ -40,11 +42,11 @@ TYPES: dict[str, tuple[type, ...]] = {
     "fps": (int, float),
     "pattern": (str,),
     "max_pixels": (int,),
+    "max_image_mb": (int, float),
 }
 RANGES: dict[str, tuple[float, float]] = {
     "fps": (0, 1000),  # 0 = as fast as the service takes them
     "max_pixels": (1, 500_000_000),  # 40 MP is a 1 GB board's comfortable limit
-    "max_image_mb": (0.1, 16384),  # decoded size of one image; the board has 1-4 GB
 }
 
 
@@ -65,6 +67,7 @@ class FolderSource:
         self.fps = float(o["fps"])
         self.pattern = str(o["pattern"]) or "*"
         self.max_pixels = int(o["max_pixels"])
+        self.max_image_mb = float(o["max_image_mb"])
         self.files: list[Path] = []
         self._pos = 0  # next file in self.files
         self._index = 0
@@ -110,7 +113,8 @@ class FolderSource:
             path = self.files[self._pos]
             self._pos += 1
             try:
-                image = imageio.load(path, self.max_pixels, colour=True, limit_name="max_pixels")
+                image = imageio.load(path, self.max_pixels, colour=True, limit_name="max_pixels",
+                                     max_image_mb=self.max_image_mb, mb_limit_name="max_image_mb")
             except imageio.ImageError as exc:
                 self._last_error = f"{path}: {exc}"
                 if path not in self._skipped:
