@@ -52,12 +52,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--belt", action="store_true", help="smear along x +-8 deg (else any direction)")
+    ap.add_argument("--tilt", type=float, default=0.0, help="label yaw/pitch up to this many deg (perspective)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     ae, le, ms = [], [], []
     cnt = {"raw": 0, "today": 0, "psf": 0, "true": 0}
     for i in range(args.n):
-        c = make_case(rng, belt=args.belt)
+        c = make_case(rng, belt=args.belt, tilt=args.tilt)
         t = time.perf_counter()
         cands = psf.deblur_candidates(c.crop)
         ms.append((time.perf_counter() - t) * 1000)
@@ -77,7 +78,7 @@ def main() -> None:
             cnt[k] += v
         if r["true"] and not r["psf"]:
             print(f"miss {i}: true L={c.length:.1f} a={c.angle:.1f} module={c.module_px:.1f} side={c.crop.shape[0]} cands={cands}")
-    print(f"cases {args.n} ({'belt +-8 deg' if args.belt else 'any direction'}), seed {args.seed}")
+    print(f"cases {args.n} ({'belt +-8 deg' if args.belt else 'any direction'}, tilt {args.tilt:g} deg), seed {args.seed}")
     print(f"angle error median {np.median(ae):.2f} deg, p90 {np.percentile(ae, 90):.1f}; length error median {100 * np.median(le):.1f} %, p90 {100 * np.percentile(le, 90):.0f} %")
     print("reads: " + ", ".join(f"{k} {v}/{args.n}" for k, v in cnt.items()))
     print(f"deblur_candidates ms per ROI: p50 {np.median(ms):.1f}, p99 {np.percentile(ms, 99):.1f}")
