@@ -47,6 +47,7 @@ TYPES: dict[str, tuple[type, ...]] = {
 RANGES: dict[str, tuple[float, float]] = {
     "fps": (0, 1000),  # 0 = as fast as the service takes them
     "max_pixels": (1, 500_000_000),  # 40 MP is a 1 GB board's comfortable limit
+    "max_image_mb": (0.1, 16384),  # decoded size of one image; the board has 1-4 GB
 }
 
 
