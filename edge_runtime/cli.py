@@ -67,19 +67,28 @@ def add_subcommands(sub, modules: list[str]) -> None:
         m.add_parser(sub)
 
 
+def _is_run(argv: list[str]) -> bool:
+    """`run`, or no command at all (the demo): the first word that is not an option."""
+    words = [a for a in argv if not a.startswith("-")]
+    return not words or words[0] == "run"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        # `edge-runtime` alone runs the embedded demo, like `edge-runtime run`.
-        args = parser.parse_args(["run", *(argv or [])])
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            # `edge-runtime` alone runs the embedded demo, like `edge-runtime run`.
+            args = parser.parse_args(["run", *(argv or [])])
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"edge-runtime: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C while the service runs drains the sinks and returns 0 (service.loop). One that
+        # comes while `run` is still loading models has nothing to drain: the same stop, so the
+        # same quiet 0, whenever it is pressed. Other commands were interrupted: 130.
+        return 0 if _is_run(sys.argv[1:] if argv is None else argv) else 130
 
 
 if __name__ == "__main__":

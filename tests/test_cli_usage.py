@@ -4,8 +4,14 @@ subcommand's unknown option is reported with that subcommand's usage, exit statu
 from __future__ import annotations
 
 import argparse
+import os
+import pty
+import select
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +96,87 @@ def test_full_options_and_top_level_errors_still_work(tmp_path):
     assert ns.json is True and ns.paths == ["a.png"]
     p = run_cli("--vers")
     assert p.returncode == 2 and p.stderr.startswith("usage: edge-runtime [-h]")
+
+
+# ---------------------------------------------------------------------- Ctrl-C, one behaviour
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fake_venv(tmp_path: Path) -> Path:
+    """A venv stand-in for `make run`: this interpreter, and an edge-runtime script like the console
+    script pip writes, running this checkout (the Makefile's setup is not under test here)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/python").symlink_to(sys.executable)
+    script = venv / "bin/edge-runtime"
+    script.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                      "from edge_runtime.cli import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    (venv / ".installed-run").touch()
+    return venv
+
+
+def _make_run_ctrl_c(tmp_path: Path, venv: Path, after: bytes, timeout: float = 120) -> tuple[str, str]:
+    """`make run` on a terminal; once `after` is printed, Ctrl-C: SIGINT to the terminal's foreground
+    process group (make and the service), as the terminal driver does. Returns (how make ended, output)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a new session whose controlling terminal is the pty
+        try:
+            os.chdir(ROOT)
+            os.environ["TMPDIR"] = str(tmp_path)  # the demo's state_dir, kept out of the shared /tmp
+            os.execvp("make", ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed-run", "run"])
+        finally:
+            os._exit(127)
+    out, sent, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sent and after in out:
+                os.killpg(os.tcgetpgrp(fd), signal.SIGINT)
+                sent = True
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO: every process on the terminal has gone
+                    break
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert sent, f"never saw {after!r}:\n{out.decode(errors='replace')}"
+    how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+    return how, out.decode(errors="replace")
+
+
+def test_ctrl_c_ends_make_run_the_same_way_every_time(tmp_path):
+    """README: the service drains its sinks and exits 0; make, which the terminal interrupts too,
+    waits for it and then ends by that SIGINT, quietly. Pressed while results flow or at start-up."""
+    venv = _fake_venv(tmp_path)
+    endings = []
+    for i, after in enumerate([b'"kind":"read"', b"running: source synthetic", b'"kind":"read"']):
+        (tmp_path / str(i)).mkdir()
+        how, out = _make_run_ctrl_c(tmp_path / str(i), venv, after)
+        assert "SIGINT: stopping" in out and "stopped; results still queued: stdout0 0" in out, out
+        assert "Traceback" not in out and "make: ***" not in out, out
+        endings.append(how)
+    assert endings == [f"signal {int(signal.SIGINT)}"] * 3
+
+
+def test_ctrl_c_before_the_service_is_up_is_the_same_quiet_stop(monkeypatch):
+    """A Ctrl-C while `run` is still loading (before the service's own handler is installed) is a
+    KeyboardInterrupt: `run` ends with 0 as a drained stop does, other commands with 130."""
+    from edge_runtime import decode_cli, cli
+    from edge_runtime.service import cli as service_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(service_cli, "cmd_run", interrupted)
+    monkeypatch.setattr(decode_cli, "run", interrupted)
+    assert cli.main(["run"]) == 0
+    assert cli.main([]) == 0  # no command: the demo, i.e. run
+    assert cli.main(["decode", "x.png"]) == 130
