@@ -3,7 +3,8 @@
 Cases come from tests/test_psf.py's generator (project renderer, smear of 2-4 module widths
 in linear light, camera noise, rectified by the true quad). For each ROI it reports the
 estimate's angle/length error and whether zxing-cpp reads the crop deblurred with
-  - today's reader sweep: blur_direction + blur_length + fixed 6, 9, 12, 4, 15 px,
+  - today's reader sweep: blur_direction + blur_length + fixed 6, 9, 12, 4, 15 px, with
+    the old Wiener settings (snr 60, no roll-off) and with the current ones,
   - psf.deblur_candidates (<= 4 tries),
   - the true kernel (the ceiling for Wiener deconvolution).
 
@@ -56,7 +57,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     ae, le, ms = [], [], []
-    cnt = {"raw": 0, "today": 0, "psf": 0, "true": 0}
+    cnt = {"raw": 0, "today_old_wiener": 0, "today": 0, "psf": 0, "true": 0}
     for i in range(args.n):
         c = make_case(rng, belt=args.belt, tilt=args.tilt)
         t = time.perf_counter()
@@ -70,6 +71,7 @@ def main() -> None:
             le.append(1.0)
         r = {
             "raw": reads(c.crop, c.payload),
+            "today_old_wiener": any(reads(deblur.wiener(c.crop, n, a, snr=60.0, lowpass=None), c.payload) for n, a in todays(c.crop)),
             "today": any(reads(deblur.wiener(c.crop, n, a), c.payload) for n, a in todays(c.crop)),
             "psf": any(reads(deblur.wiener(c.crop, n, a), c.payload) for n, a in cands),
             "true": reads(deblur.wiener(c.crop, c.length, c.angle), c.payload),

@@ -17,6 +17,7 @@ direction. This is why the estimate works on the rectified crop, where the code 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -230,7 +231,7 @@ def estimate(
     return out
 
 
-def deblur_candidates(crop: np.ndarray, angle_hint: float | None = None, length_hints: tuple[float, ...] = ()) -> list[tuple[float, float]]:
+def deblur_candidates(crop: np.ndarray, angle_hint: float | None = None, length_hints: Sequence[float] = ()) -> list[tuple[float, float]]:
     """(length_px, angle_deg) pairs in the order the reader should try `deblur.wiener`
     on `crop`: at most 4, empty when the crop shows no smear and no hint was given.
 
