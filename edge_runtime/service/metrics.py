@@ -178,7 +178,7 @@ class MetricsServer:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=REQUEST_TIMEOUT_S + 2)  # a reply's sendall may take its timeout
         for conn in list(self._conns):
             self._drop(conn)
         self._selector.close()
@@ -219,6 +219,8 @@ class MetricsServer:
             self._selector.register(conn, selectors.EVENT_READ)
 
     def _read(self, conn: socket.socket) -> None:
+        if conn not in self._conns:  # evicted or timed out earlier in this same select round
+            return
         try:
             data = conn.recv(4096)
         except (BlockingIOError, InterruptedError):
