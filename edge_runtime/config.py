@@ -318,8 +318,9 @@ class _Validator:
         self.notes: list[str] = []
 
     def err(self, key: str, msg: str) -> None:
-        # A quoted TOML key may hold anything; the line must stay one printable line.
-        key, msg = key.translate(_CONTROLS), msg.translate(_CONTROLS)
+        # A quoted TOML key or a refused value may hold anything; the line must stay one
+        # printable line (zero-width and other invisible characters escaped too).
+        key, msg = _printable(key), _printable(msg)
         self.problems.append(f"{self.label}: {key}: {msg}" if key else f"{self.label}: {msg}")
 
     # -- generic checks
@@ -659,6 +660,10 @@ def _key_in(msg: str, opts: dict) -> str | None:
         if word.split(".")[0] in opts and word not in ("mqtt", "serial", "sink"):
             return word
     return None
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else _CONTROLS.get(ord(c)) or f"\\u{ord(c):04x}" for c in text)
 
 
 def _choices(values: tuple) -> str:

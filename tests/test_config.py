@@ -273,7 +273,7 @@ _KEYS = ["kind", "name", "path", "port", "mode", "source", "window_s", "decoders
          "device_id", "state_dir", "level", "format", "baudrate", "qos", "tls", "fps", "frames", "realtime",
          "password_env", "direction", "max_distance_px", "host", "keep", "max_mb", "x"]
 _KINDS = ["synthetic", "camera", "video", "folder", "rtsp", "stdout", "jsonl", "mqtt", "serial", "nope"]
-_scalars = st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
+_scalars = st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.floats(),
                      st.sampled_from(_KINDS), st.text(max_size=8))
 _values = st.recursive(_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4)), max_leaves=12)
@@ -296,3 +296,12 @@ def test_any_document_is_valid_or_one_line_per_problem(doc):
             assert line.startswith("fuzz.toml: ") and "\n" not in line
     else:
         tomllib.loads(cfg.to_toml())  # the effective config always prints as valid TOML
+        assert not _non_finite(cfg.data)  # NaN/inf anywhere is refused, nested tables too
+
+
+def _non_finite(obj) -> bool:
+    if isinstance(obj, float):
+        return obj != obj or obj in (float("inf"), float("-inf"))
+    if isinstance(obj, (list, dict)):
+        return any(_non_finite(v) for v in (obj.values() if isinstance(obj, dict) else obj))
+    return False

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import signal
 import time
 
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from edge_runtime import config as config_mod
+from edge_runtime import config_toml
 from edge_runtime.code import Code, best_effort_text
 from edge_runtime.imageio import ImageError, load_gray
 from edge_runtime.reader import Reader
@@ -354,3 +356,119 @@ def test_any_config_text_is_accepted_or_refused_in_lines(text):
         assert exc.problems and all(p.startswith("fuzz.toml") and "\n" not in p for p in exc.problems)
     else:
         assert cfg.sinks
+
+
+# ------------------------------------------------- every config key with every bad value
+
+# NaN, infinities, negative, huge, and strings that broke the broker or paho (issue 15).
+# "q" around the controls: serial framing refuses hex digits (a, b) for its own reason.
+BAD_VALUES = [("nan", "nan"), ("inf", "+inf"), ("-inf", "-inf"), ("-1", "-1"), ("1e300", "1e300"),
+              ('"q\\nq"', "newline"), ('"q\\u0007q"', "BEL"), ('"q\\u202eq"', "RLO"), (json.dumps("x" * 70_000), "70000 chars")]
+# The only (key, kind) that may legitimately hold a control character: serial framing
+# strings (STX, ETX, CR LF are their point) and a GStreamer pipeline written over lines.
+CONTROLS_OK = {**{(f"sinks[0].{k}", "serial"): {"newline", "BEL"}
+                  for k in ("prefix", "suffix", "separator", "replacement", "noread")},
+               ("source.pipeline", "gstreamer"): {"newline"}}
+REQUIRED_LIT = {"path": '"/tmp"', "url": '"rtsp://127.0.0.1/x"', "pipeline": '"videotestsrc ! appsink"',
+                "port": '"/dev/ttyUSB0"'}
+
+
+def config_with(key: str, kind: str | None, literal: str, state: str) -> str:
+    """A valid config in which only `key` (dotted, as messages name it) holds `literal`."""
+    from edge_runtime import capture
+
+    head = "" if key == "state_dir" else f'state_dir = "{state}"\n'
+    source, sink = '[source]\nkind = "synthetic"\n', '[[sinks]]\nkind = "stdout"\n'
+    if key.startswith("source."):
+        k = key.split(".", 1)[1]
+        kind = kind or "synthetic"
+        req = "" if k == "kind" else "".join(f"{r} = {REQUIRED_LIT[r]}\n" for r in sorted(capture.spec(kind)[2]) if r != k)
+        source = f"[source]\n{'' if k == 'kind' else f'kind = {json.dumps(kind)}'}\n{req}{k} = {literal}\n"
+    elif key.startswith("sinks[0]."):
+        k = key.split(".", 1)[1]
+        kind = kind or "stdout"
+        req = "".join(f"{r} = {REQUIRED_LIT[r]}\n" for r in sorted(getattr(config_mod.sink_module(kind), "REQUIRED", ()))
+                      if r != k)
+        line = f"{k.split('.')[0]} = {{ {k.split('.')[1]} = {literal} }}" if "." in k else f"{k} = {literal}"
+        sink = f"[[sinks]]\n{'' if k == 'kind' else f'kind = {json.dumps(kind)}'}\n{req}{line}\n"
+    elif "." in key:
+        section, k = key.split(".")
+        return f"{head}[{section}]\n{k} = {literal}\n{source}{sink}"
+    else:
+        head += f"{key} = {literal}\n"
+    return head + source + sink
+
+
+WALK = [(k, kind) for k, kind, _ in config_mod.every_option()] + [
+    ("source.kind", None), ("sinks[0].kind", None), ("sinks[0].name", None)]
+
+
+@pytest.mark.parametrize("key,kind", WALK, ids=[f"{k}@{kind}" if kind else k for k, kind in WALK])
+def test_every_config_key_refuses_nan_inf_negative_huge_and_control_values(tmp_path, key, kind):
+    path = tmp_path / "c.toml"
+    allowed = CONTROLS_OK.get((key, kind), set())
+    for literal, what in BAD_VALUES:
+        path.write_text(config_with(key, kind, literal, str(tmp_path / "s")))
+        try:
+            cfg = config_mod.load(str(path))
+        except config_mod.ConfigError as exc:
+            assert len(exc.problems) == 1, (what, exc.problems)
+            line = exc.problems[0]
+            assert line.startswith(f"{path}: {key}: "), (what, line)
+            assert line.isprintable() and len(line) < 600, (what, line)
+        else:
+            assert what in allowed, f"{key} ({kind}) = {what} was accepted"
+            assert cfg is not None
+
+
+def test_the_walk_covers_every_kind_and_nested_table():
+    from edge_runtime import capture
+    from edge_runtime import sinks as sink_registry
+
+    kinds = {kind for _, kind in WALK if kind}
+    assert kinds == set(capture.KINDS) | {k for k in sink_registry.KINDS if getattr(config_mod.sink_module(k), "KEYS", ())}
+    keys = {k for k, _ in WALK}
+    assert {"device_id", "dedup.window_s", "metrics.host", "sinks[0].tls.insecure", "sinks[0].max_inflight"} <= keys
+    assert len(WALK) > 90
+
+
+def _non_finite(obj) -> bool:
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(_non_finite(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_non_finite(v) for v in obj)
+    return False
+
+
+_anything = st.one_of(st.floats(), st.integers(-2**63, 2**63 - 1), st.text(max_size=80),
+                      st.sampled_from(["\u202e", "\x07", "a\nb", "x" * 5000]))
+
+
+@fuzz(300)
+@given(key=st.sampled_from(WALK), value=_anything)
+def test_any_value_for_any_key_is_accepted_finite_or_refused_naming_it(key, value):
+    """Whatever a key gets (any float incl. NaN/inf, any 64-bit integer, any text), the
+    config is either refused with one line naming that key or holds no non-finite number."""
+    k, kind = key
+    if isinstance(value, float) and not math.isfinite(value):
+        literal = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    else:
+        literal = config_toml.value(value)  # TOML text (json.dumps would write surrogate pairs)
+    text = config_with(k, kind, literal, "/tmp/edge-runtime-fuzz")
+    try:
+        cfg = config_mod.parse(text, "fuzz.toml", "fuzz.toml")
+    except config_mod.ConfigError as exc:
+        assert len(exc.problems) == 1 and exc.problems[0].startswith(f"fuzz.toml: {k}: "), (key, value, exc.problems)
+        assert exc.problems[0].isprintable()
+    else:
+        assert not _non_finite(cfg.data)
+        if isinstance(value, str) and (k, kind) not in CONTROLS_OK:
+            assert not set(value) & _NEVER, (key, value)
+
+
+# C0, DEL, C1, bidi controls and Unicode line breaks: no accepted config string holds one
+# (serial framing strings aside, which hold C0 controls by design).
+_NEVER = {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F),
+                           *range(0x2066, 0x206A), 0x2028, 0x2029)}

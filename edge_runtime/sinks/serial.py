@@ -189,7 +189,11 @@ def validate_options(name: str, device_id: str, options: dict) -> dict:
         framing = [to_bytes(o[k], k) for k in ("prefix", "suffix", "separator", "replacement", "noread")]
         check_framing(*framing[:3], o["control"], framing[3])
     except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
+        # A framing message may name several keys; lead with the one changed from its
+        # default (the one to fix), so the config error names that key.
+        changed = [k for k in ("prefix", "suffix", "separator", "replacement", "noread", "control")
+                   if o[k] != DEFAULTS[k] and k in str(e)]
+        raise ValueError(f"{where}: {changed[0] + ': ' if changed else ''}{e}") from None
     return o
 
 
