@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,6 +181,24 @@ def test_human_output_prints_payload_as_is_except_controls_and_bidi(tmp_path):
     assert "\\\\" not in out
     assert not any(ch in out for ch in "\u202e\u2066\x07")
     assert out.count("\n") == 1
+
+
+def test_corners_of_a_code_partly_out_of_view_are_not_clipped(tmp_path):
+    """Issue 16: corners are the code's geometry, not clipped to the frame (clipping would distort
+    the quadrilateral a PLC may use), and the result schema and README say so."""
+    code = np.pad(qr_image("EDGE-1", module_px=8), ((40, 40), (0, 40)), constant_values=255)
+    path = save_png(tmp_path / "cut.png", np.ascontiguousarray(code[:, 36:]))  # half a module out on the left
+    rc, out, err = run_decode("--json", path)
+    assert rc == 0, err
+    (c,) = json.loads(out)["codes"]
+    assert c["text"] == "EDGE-1"
+    xs = [x for x, _ in c["corners"]]
+    assert min(xs) < 0 and max(xs) > 100  # two corners left of the image, the shape kept
+    root = Path(__file__).resolve().parent.parent
+    desc = json.loads((root / "edge_runtime/data/result.schema.json").read_text())["properties"]["corners"]["description"]
+    assert "Not clipped" in desc and "outside" in desc
+    results = (root / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert "not clipped" in results and "outside the frame" in results
 
 
 def test_unknown_detector_is_a_usage_error(good):
