@@ -4,6 +4,7 @@ subcommand's unknown option is reported with that subcommand's usage, exit statu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pty
 import select
@@ -180,3 +181,26 @@ def test_ctrl_c_before_the_service_is_up_is_the_same_quiet_stop(monkeypatch):
     assert cli.main(["run"]) == 0
     assert cli.main([]) == 0  # no command: the demo, i.e. run
     assert cli.main(["decode", "x.png"]) == 130
+
+
+def _first_demo_id(tmpdir: Path) -> int:
+    p = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, env={**os.environ, "TMPDIR": str(tmpdir)})
+    try:
+        first = json.loads(p.stdout.readline())
+        p.send_signal(signal.SIGINT)
+        p.stdout.read()
+        assert p.wait(timeout=60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return first["id"]
+
+
+def test_demo_ids_start_at_1_then_continue_by_blocks_as_the_readme_says(tmp_path):
+    """README: every demo shares one state folder in the temporary directory; ids are reserved in
+    blocks of 1000 and never reused, so a fresh folder starts at 1 and the next demo at 1001."""
+    assert [_first_demo_id(tmp_path), _first_demo_id(tmp_path)] == [1, 1001]
+    assert [p.name for p in tmp_path.iterdir()] == [f"edge-runtime-demo-{os.getuid()}"]
+    top = (ROOT / "README.md").read_text().split("## ", 1)[0]
+    assert "edge-runtime-demo-<uid>" in top and "first demo starts at id 1, the next at 1001" in " ".join(top.split())

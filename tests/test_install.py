@@ -217,3 +217,16 @@ def test_editable_install_of_a_fresh_checkout_prints_no_warnings(tmp_path):
     # The checkout itself is what the editable install points at (a plain .pth, no import hook).
     pth = [f.read_text().strip() for f in prefix.rglob("__editable__*.pth")]
     assert pth == [str(src)]
+
+
+def test_readme_make_test_line_lists_the_system_packages_sysdeps_installs():
+    """The README's `make test` line names what scripts/sysdeps.sh installs for the tests (issue 16:
+    openssl was missing), so that someone without root can install them by hand."""
+    import re
+
+    script = (ROOT / "scripts" / "sysdeps.sh").read_text()
+    wanted = re.search(r"^want=\((.*?)\)", script, re.M).group(1).split()
+    wanted += re.search(r"== test \]\] && want\+=\((.*?)\)", script).group(1).split()
+    line = next(l for l in (ROOT / "README.md").read_text().splitlines() if l.startswith("make test"))
+    listed = re.search(r"need \(([^;]*);", line).group(1).split(", ")
+    assert listed == wanted
