@@ -61,7 +61,7 @@ def check_options(kind: str, options: dict) -> dict:
     for key, (lo, hi) in getattr(source_class(kind), "RANGES", {}).items():
         value = options.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not lo <= value <= hi:
-            raise SourceError(f"[source] {key} = {value!r}: must be {lo:g}..{hi:g}")
+            raise SourceError(f"{kind} source: option {key}={value!r}: must be {lo:g}..{hi:g}")
     return {**defaults, **options}
 
 
