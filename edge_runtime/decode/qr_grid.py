@@ -30,7 +30,12 @@ A false read is worse than a no-read, so anything doubtful returns None:
     always pass this (a full-capacity error decode is ~1e-7 even for a 26-codeword block);
     it bites when erasures eat the redundancy: a block with s = EC erasures "decodes"
     any garbage, so at the default 1e-6 a block keeps at least 3 unused EC codewords
-    when it is erasure-only.
+    when it is erasure-only,
+  * unless the padding vouches for it: a block decode with a chance up to 1e-2 is kept
+    when pad codewords (0xEC/0x11) that the corrector itself produced (erased or
+    corrected positions) come out right, each a 1-in-256 check, so that
+    chance * 256^-(such pad codewords) <= `max_false_p`. Pad codewords read directly
+    from the image add nothing (a wrong codeword would agree with them as well).
 
 Capacity accounting (for the quality work): `capacity` = total EC codewords of the
 symbol; one error costs 2 of them, one erasure 1, so
@@ -180,6 +185,37 @@ def _codec(nsym: int) -> reedsolo.RSCodec:
     return reedsolo.RSCodec(nsym, c_exp=8, prim=0x11D, generator=2, fcr=0)
 
 
+def _gf_tables() -> tuple[np.ndarray, np.ndarray]:
+    exp = np.zeros(512, np.int64)
+    log = np.zeros(256, np.int64)
+    x = 1
+    for i in range(255):
+        exp[i] = x
+        log[x] = i
+        x <<= 1
+        if x & 0x100:
+            x ^= 0x11D
+    exp[255:510] = exp[:255]
+    return exp, log
+
+
+_EXP, _LOG = _gf_tables()
+
+
+def _syndrome_zero(word: bytes, nsym: int) -> bool:
+    """True iff `word` is a codeword: c(alpha^j) = 0 for j = 0..nsym-1. Computed here in
+    numpy, independently of reedsolo, so a wrong correction cannot vouch for itself."""
+    c = np.frombuffer(word, np.uint8).astype(np.int64)
+    nz = c != 0
+    if not nz.any():
+        return True
+    n = len(c)
+    deg = (n - 1 - np.arange(n))[nz]
+    j = np.arange(nsym)[:, None]
+    terms = _EXP[(_LOG[c[nz]][None, :] + j * deg[None, :]) % 255]
+    return not np.bitwise_xor.reduce(terms, axis=1).any()
+
+
 def _false_p(n: int, nsym: int, erasures: int, errors: int) -> float:
     """Chance that a random word decodes with this many errors given these erasures: the
     fraction of the (n-s)-symbol space covered by radius-t spheres around codewords."""
@@ -189,44 +225,71 @@ def _false_p(n: int, nsym: int, erasures: int, errors: int) -> float:
     return math.comb(n - erasures, errors) * 255.0**errors / 256.0**red
 
 
-def _rs_block(block: bytes, nsym: int, p: int, erase_rank: np.ndarray, max_false_p: float):
-    """Correct one block; (data, errors, erasures) or None. `erase_rank` holds a weight per
-    codeword (0 = trusted). Tries all erasures, then the most damaged ones only (room for a
-    few errors), then errors alone: every hypothesis must pass the same checks."""
+# A block decode whose chance of being a misdecode is between max_false_p and this is kept
+# as a weak hypothesis: it is accepted only if pad codewords it had to reconstruct (erased or
+# corrected positions) come out right, each one a 1-in-256 check.
+_WEAK_P = 1e-2
+
+
+@dataclass
+class _BlockFix:
+    data: bytes
+    errors: int
+    erasures: int
+    changed: frozenset  # positions in the block that came from the corrector, not the image
+    false_p: float
+
+
+def _rs_block(block: bytes, nsym: int, p: int, erase_rank: np.ndarray, max_false_p: float) -> _BlockFix | None:
+    """Correct one block, or None. `erase_rank` holds a weight per codeword (0 = trusted).
+
+    Hypotheses: all erasures, the most suspect ones only (room for one, then two errors),
+    errors alone. Each must give a zero syndrome (checked here, not by reedsolo), stay within
+    EC - p, and differ from the read block exactly where it says. The first with a misdecode
+    chance <= max_false_p wins; otherwise the likeliest weak one is returned for the caller's
+    padding evidence to confirm or refuse.
+    """
     n = len(block)
     budget = nsym - p
+    if _syndrome_zero(block, nsym):
+        return _BlockFix(block[: n - nsym], 0, 0, frozenset(), 0.0)  # erasure marks were false alarms
     erased_idx = [int(i) for i in np.argsort(-erase_rank, kind="stable") if erase_rank[i] > 0]
     tries: list[list[int]] = []
     if erased_idx and len(erased_idx) <= budget:
         tries.append(sorted(erased_idx))
-    if erased_idx:
-        k = min(len(erased_idx), budget - 4)  # leave room for two errors
-        if k > 0 and (not tries or k < len(tries[0])):
+    for room in (2, 4):
+        k = min(len(erased_idx), budget - room)
+        if k > 0 and all(len(t) != k for t in tries):
             tries.append(sorted(erased_idx[:k]))
     tries.append([])
     codec = _codec(nsym)
+    weak: _BlockFix | None = None
     for erase in tries:
         try:
             _, full, errata = codec.decode(bytearray(block), erase_pos=erase or None)
         except (reedsolo.ReedSolomonError, ValueError, IndexError, ZeroDivisionError):
             continue
         full = bytes(full)
-        errors = len(set(errata) - set(erase))
+        erase_set = set(erase)
+        errors = len(set(errata) - erase_set)
         s = len(erase)
         if 2 * errors + s > budget:
             continue
-        if _false_p(n, nsym, s, errors) > max_false_p:
-            continue
-        # reedsolo checks the syndrome itself, but it must hold by construction, not by
-        # trust: re-encode the data part and compare with the whole corrected block.
-        if bytes(codec.encode(full[: n - nsym])) != full:
+        # reedsolo checks the syndrome itself, but a read must hold by our own check, not
+        # by trust in the corrector: recompute the syndrome of the corrected block.
+        if not _syndrome_zero(full, nsym):
             continue
         # A "corrected" word further from what we read than claimed is a misdecode.
-        diff = sum(1 for i in range(n) if full[i] != block[i] and i not in erase)
-        if diff > errors:
+        diff = {i for i in range(n) if full[i] != block[i] and i not in erase_set}
+        if len(diff) > errors:
             continue
-        return full[: n - nsym], errors, s
-    return None
+        fp = _false_p(n, nsym, s, errors)
+        fix = _BlockFix(full[: n - nsym], errors, s, frozenset(diff | erase_set), fp)
+        if fp <= max_false_p:
+            return fix
+        if fp <= _WEAK_P and (weak is None or fp < weak.false_p):
+            weak = fix
+    return weak
 
 
 # ---------------------------------------------------------------- segments
@@ -255,7 +318,7 @@ class _Refuse(Exception):
     """The data do not parse as a well-formed QR bit stream."""
 
 
-def _parse(data: bytes, version: int) -> tuple[bytes, str, int | None]:
+def _parse(data: bytes, version: int) -> tuple[bytes, str, int | None, int]:
     bits = _Bits(data)
     raw = bytearray()
     parts: list[tuple[bytes, str | None]] = []  # (bytes, codec or None = undeclared)
@@ -310,11 +373,13 @@ def _parse(data: bytes, version: int) -> tuple[bytes, str, int | None]:
     rem = (8 - bits.pos % 8) % 8
     if rem > bits.left() or bits.read(rem) != 0:
         raise _Refuse
-    tail = data[bits.pos // 8 :]
+    pad_start = bits.pos // 8
+    tail = data[pad_start:]
     if tail[:1] == b"\x00":
         # segno (<= 1.6) adds a whole zero byte when the terminator already ends on a byte
         # boundary; labels made with it are real, so tolerate exactly that one byte.
         tail = tail[1:]
+        pad_start += 1
     pad = (0xEC, 0x11)
     for i, byte in enumerate(tail):
         if byte != pad[i % 2]:
@@ -328,7 +393,7 @@ def _parse(data: bytes, version: int) -> tuple[bytes, str, int | None]:
             text = "".join(b.decode(c) if c else best_effort_text(b) for b, c in parts)
         except (UnicodeDecodeError, LookupError):
             text = best_effort_text(bytes(raw))
-    return bytes(raw), text, eci
+    return bytes(raw), text, eci, pad_start
 
 
 def _numeric(bits: _Bits, count: int) -> bytes:
@@ -425,18 +490,27 @@ def _decode_stream(stream: bytes, cw_weight: np.ndarray, version: int, level: st
     data = bytearray()
     corrected = erased = 0
     worst = 0.0
+    fixes: list[tuple[int, int, _BlockFix]] = []  # (offset of the block's data in `data`, n_data, fix)
     for (nd, ne), idx in zip(T.blocks(version, level), T.interleave_index(version, level)):
         block = bytes(stream[i] for i in idx)
-        out = _rs_block(block, ne, p, cw_weight[idx], max_false_p)
-        if out is None:
+        fix = _rs_block(block, ne, p, cw_weight[idx], max_false_p)
+        if fix is None:
             return None
-        d, e, s = out
-        data += d
-        corrected += e
-        erased += s
-        worst = max(worst, (2 * e + s) / ne)
+        fixes.append((len(data), nd, fix))
+        data += fix.data
+        corrected += fix.errors
+        erased += fix.erasures
+        worst = max(worst, (2 * fix.errors + fix.erasures) / ne)
     try:
-        raw, text, eci = _parse(bytes(data), version)
+        raw, text, eci, pad_start = _parse(bytes(data), version)
     except _Refuse:
         return None
+    for start, nd, fix in fixes:
+        if fix.false_p <= max_false_p:
+            continue
+        # Pad codewords the corrector produced: under "this block is garbage" each would be
+        # right by a 1-in-256 chance only.
+        evidence = sum(1 for i in fix.changed if i < nd and start + i >= pad_start)
+        if fix.false_p * 256.0**-evidence > max_false_p:
+            return None
     return raw, text, eci, corrected, erased, worst
