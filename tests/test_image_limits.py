@@ -91,16 +91,16 @@ def test_the_decoded_size_limit_is_a_cli_option(images):
 
 def test_folder_source_skips_it_with_one_line(images, tmp_path, caplog):
     (tmp_path / "1_rgba16.png").symlink_to(images["rgba16"])
-    Image.new("L", (12, 8), 200).save(tmp_path / "2_small.png")
+    Image.new("L", (400, 300), 200).save(tmp_path / "2_small.png")  # 0.12 MB decoded
     caplog.set_level(logging.WARNING)
     src = open_source({"kind": "folder", "path": str(tmp_path)})
-    assert src.read().image.shape == (8, 12)
+    assert src.read().image.shape == (300, 400)
     assert src.read() is None
     (msg,) = [r.getMessage() for r in caplog.records if "1_rgba16.png" in r.getMessage()]
     assert "317.5 MB decoded, above the limit of 160 MB" in msg and "raise max_image_mb" in msg
     assert "\n" not in msg
     # The option is the source's own: a lower limit refuses the small image too.
-    src = open_source({"kind": "folder", "path": str(tmp_path), "max_image_mb": 0.00001})
+    src = open_source({"kind": "folder", "path": str(tmp_path), "max_image_mb": 0.1})
     assert src.read() is None
 
 
