@@ -74,6 +74,10 @@ class Tracker:
         """Forget every label (a new trigger window is a new item)."""
         self._tracks.clear()
 
+    def forget(self, track: Track) -> None:
+        """Forget one label whose result was not accepted: it is new again when next seen."""
+        self._tracks = [t for t in self._tracks if t.tid != track.tid]
+
     def update(self, codes: list[Code], ts: float, frame_index: int) -> list[tuple[Code, Track]]:
         self._expire(ts)
         matched: set[int] = set()

@@ -23,13 +23,15 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, TextIO
+from collections import deque
+from typing import Any, Callable, TextIO
 
 from edge_runtime import __version__
 from edge_runtime import config as config_mod
 from edge_runtime.config import Config, ConfigError
 from edge_runtime.detect import versions as model_versions
 from edge_runtime.service import logs
+from edge_runtime.service import id_floor
 from edge_runtime.service.ids import IdAllocator, StateDirError
 from edge_runtime.service.metrics import Stats
 from edge_runtime.service.notify import Heartbeat, Notifier, StatusLine
@@ -43,6 +45,11 @@ READ_TIMEOUT_S = 0.5  # how long one source.read may block: bounds stop/reload l
 _SOURCE_BACKOFF = (0.5, 10.0)
 _SINK_ERROR_LOG_S = 10.0
 DURABLE_KINDS = ("mqtt", "serial")
+# Results waiting for an id while ids cannot be reserved (service/ids.py): held in memory,
+# in order. Past this many, a new *read* is not accepted: its label is forgotten by the
+# tracker and reported when it is seen again. Noreads are always accepted (they cannot be
+# seen again, and there are at most a few per second).
+MAX_WAITING = 10_000
 
 
 class ServiceError(Exception):
@@ -79,6 +86,10 @@ class Service:
         self._frame_errlog = -1e9
         self._next_status = 0.0
         self.last_result_id = 0
+        # Results accepted but not yet numbered (ids unavailable): makers called with the id.
+        self._waiting: deque[tuple[str, Callable[[int], dict]]] = deque()
+        self._ids_error: str | None = None
+        self._housekeeping_errlog = -1e9
         # systemd: READY/RELOADING/STOPPING and a watchdog fed only by processed frames.
         # No-ops without NOTIFY_SOCKET (tests, a terminal).
         self.notifier = Notifier.from_env()
@@ -169,6 +180,9 @@ class Service:
             "uptime_s": round(time.time() - self.started_at, 1),
             **self.stats.counters(),
             "last_id": self.last_result_id,
+            # accepted, waiting for an id (the id file cannot be written now): sent when it can
+            "waiting_for_ids": len(self._waiting),
+            "ids_error": self._ids_error,
             "stage_ms_p50": self.stats.p50(),
             "source": source,
             "sinks": sinks,
@@ -182,6 +196,9 @@ class Service:
     # ------------------------------------------------------------------------- start/stop
 
     def _start(self) -> None:
+        # The source first: a camera that is not there must fail before any sink connects
+        # or any state (ids, outboxes) is written.
+        self._open_source()
         self.ids = self._open_ids()
         for note in self.config.notes:
             log.warning(note)
@@ -190,14 +207,16 @@ class Service:
         # Appended one by one: if sink 3 cannot start, _shutdown still closes sinks 0..2.
         for i, spec in enumerate(self.config.sinks):
             self.sinks.append(self._make_sink(i, spec))
-        self._open_source()
         port = self.config["metrics"]["port"]
         if port is not None:
             self._start_metrics(port)
 
     def _open_ids(self) -> IdAllocator:
+        # Ids continue above any id still in the outboxes or the jsonl ledgers, even when
+        # the id file is missing or older than them: a reused id is a result the plant drops.
+        floor, where = id_floor.highest_id(self.state_dir, self.config.sinks)
         try:
-            return IdAllocator(self.state_dir)
+            ids = IdAllocator(self.state_dir, floor=floor)
         except StateDirError as exc:
             if self.config.demo:
                 # Two demos at once (or a test and a demo): the second gets a throwaway dir.
@@ -207,6 +226,12 @@ class Service:
             raise ServiceError(f"state_dir: {exc}") from None
         except OSError as exc:
             raise ServiceError(f"state_dir {self.state_dir}: {exc.strerror or exc}") from None
+        if floor > ids.file_reserved:
+            said = "is missing" if ids.file_reserved == 0 else f"says {ids.file_reserved}"
+            log.warning("state_dir %s: the id file %s but %s holds id %d; continuing above it",
+                        self.state_dir, said, where, floor,
+                        extra={"fields": {"event": "ids_floor", "floor": floor, "found_in": where}})
+        return ids
 
     def _make_reader(self, cfg: Config):
         from edge_runtime.reader import Reader
@@ -295,6 +320,8 @@ class Service:
                 self.source.close()
             except Exception:  # noqa: BLE001
                 log.exception("closing the source failed")
+        if self.ids is not None and self.sinks:
+            self._number_waiting()  # a last try; what still cannot be numbered is said below
         # Sinks flush in parallel: N sinks take one timeout, not N.
         threads = [threading.Thread(target=_close_quietly, args=(s, timeout), daemon=True) for s in self.sinks]
         for t in threads:
@@ -306,7 +333,39 @@ class Service:
             self.metrics = None
         if self.ids is not None:
             self.ids.close()
-        log.info("stopped", extra={"fields": {"event": "stopped", **self.stats.counters()}})
+        queued = self._queued_per_sink()
+        if self._waiting:
+            log.error("stopping with %d result(s) that could not be given an id (%s); they are lost",
+                      len(self._waiting), self._ids_error, extra={"fields": {"event": "lost_unnumbered"}})
+        log.info("stopped; results still queued: %s",
+                 ", ".join(f"{k} {v}" for k, v in queued.items()) or "none",
+                 extra={"fields": {"event": "stopped", **self.stats.counters(), "queued": queued,
+                                   "waiting_for_ids": len(self._waiting)}})
+
+    def _queued_per_sink(self) -> dict[str, int]:
+        """Results each sink still holds (outbox depth), for the status and stopped lines."""
+        out = {}
+        for s in list(self.sinks):
+            try:
+                out[s.name] = int(s.state().get("queued", 0) or 0)
+            except Exception:  # noqa: BLE001 - a sink's state() must not break a log line
+                out[s.name] = -1
+        return out
+
+    def _sink_summary(self) -> dict[str, str]:
+        """One short state per sink for the status log line: "connected, 0 queued"."""
+        out = {}
+        for s in list(self.sinks):
+            try:
+                st = s.state()
+            except Exception as exc:  # noqa: BLE001
+                out[s.name] = f"error: {type(exc).__name__}"
+                continue
+            conn = st.get("connected")
+            out[s.name] = f"{'up' if conn or conn is None else 'down'}, {st.get('queued', 0)} queued"
+            if st.get("last_error") and not conn:
+                out[s.name] += f" ({str(st['last_error'])[:120]})"
+        return out
 
     # ---------------------------------------------------------------------------- signals
 
@@ -353,7 +412,15 @@ class Service:
 
         backoff = _SOURCE_BACKOFF[0]
         while not self._stop.is_set():
-            self._housekeeping()
+            try:
+                self._housekeeping()
+            except Exception:  # noqa: BLE001 - nothing between frames may end the process
+                self.stats.frame_errors += 1
+                now = time.monotonic()
+                if now - self._housekeeping_errlog >= _SINK_ERROR_LOG_S:
+                    self._housekeeping_errlog = now
+                    log.exception("housekeeping failed (%d error(s) so far); carrying on",
+                                  self.stats.frame_errors, extra={"fields": {"event": "housekeeping_error"}})
             t0 = time.perf_counter()
             try:
                 frame = self.source.read(READ_TIMEOUT_S)
@@ -412,6 +479,7 @@ class Service:
         for cfg, done, result in pending:
             result[0] = self._apply(cfg)
             done.set()
+        self._number_waiting()  # results held while ids could not be reserved
         for kind, ts, window in self.trigger.poll():
             if kind == "open":
                 self.tracker.reset()  # a new window is a new item: its codes are new
@@ -422,7 +490,10 @@ class Service:
         if now >= self._next_status:
             if self._next_status:
                 log.info("status", extra={"fields": {"event": "status", **self.stats.counters(),
-                                                     "stage_ms_p50": self.stats.p50()}})
+                                                     "stage_ms_p50": self.stats.p50(),
+                                                     "sinks": self._sink_summary(),
+                                                     "queued": self._queued_per_sink(),
+                                                     "waiting_for_ids": len(self._waiting)}})
             self._next_status = now + float(self.config["status_interval_s"])
 
     def _process(self, frame, t1: float) -> None:
@@ -452,37 +523,81 @@ class Service:
             self._emit_noreads(gone)
         new = self.tracker.update(codes, frame.ts, frame.index) if codes else []
         if trig.mode == "single":
+            for _code, track in new[1:]:
+                self.tracker.forget(track)  # not reported in this window: not "seen" either
             new = new[:1]
+        if new and len(self._waiting) >= MAX_WAITING:
+            # Ids have been unavailable for long: a label counts as reported only once its
+            # result is accepted, so these are forgotten and reported when seen again.
+            for _code, track in new:
+                self.tracker.forget(track)
+            self.stats.deferred += len(new)
+            new = []
         t3 = time.perf_counter()
         self.stats.observe("track", (t3 - t2) * 1000)
         if new:
-            results = []
-            for code, track in new:
-                rid = self.ids.next()
-                results.append(read_result(rid, self.device_id, code, track, frame.index, frame.ts))
+            makers = [("read", lambda rid, code=code, track=track:
+                       read_result(rid, self.device_id, code, track, frame.index, frame.ts)) for code, track in new]
             if window is not None:
-                window.results += len(results)
-            self.stats.reads += len(results)
-            self._emit(results)
+                window.results += len(makers)
+            self._publish(makers)
         t4 = time.perf_counter()
         self.stats.observe("sinks", (t4 - t3) * 1000)
         self.stats.observe("total", (t4 - t1) * 1000)
 
     def _emit_noreads(self, gone: list) -> None:
         """Labels the detector saw that left the view without a read: one noread each."""
-        for t in gone:
-            rid = self.ids.next()
-            self.stats.noreads += 1
-            if self.noread_store is not None and t.image is not None:
-                self.noread_store.save(rid, t.image)
-            self._emit([noread_result(rid, self.device_id, t.first_seen, t.last_seen, t.frames,
-                                      t.last_frame, corners=t.corners, stage="detected")])
+        store = self.noread_store
+
+        def make(rid: int, t) -> dict:  # noqa: ANN001
+            if store is not None and t.image is not None:
+                store.save(rid, t.image)
+                t.image = None
+            return noread_result(rid, self.device_id, t.first_seen, t.last_seen, t.frames,
+                                 t.last_frame, corners=t.corners, stage="detected")
+
+        if gone:
+            self._publish([("noread", lambda rid, t=t: make(rid, t)) for t in gone])
 
     def _close_window(self, window, ts: float) -> None:
         if window.results == 0 and self.trigger.noread:
-            rid = self.ids.next()
-            self.stats.noreads += 1
-            self._emit([noread_result(rid, self.device_id, window.opened, ts, window.frames, window.last_frame)])
+            self._publish([("noread", lambda rid: noread_result(
+                rid, self.device_id, window.opened, ts, window.frames, window.last_frame))])
+
+    def _publish(self, makers: list[tuple[str, Callable[[int], dict]]]) -> None:
+        """Accept results (in order) and hand them to the sinks as soon as they have ids.
+
+        An id is only ever used once it is reserved on disk; when that is impossible right
+        now (ids.IdsUnavailable: an I/O error on state_dir), results wait here, in order,
+        counted in the status, and go out when the next housekeeping pass can number them."""
+        self._waiting.extend(makers)
+        self._number_waiting()
+
+    def _number_waiting(self) -> None:
+        if not self._waiting:
+            return
+        results = []
+        while self._waiting:
+            try:
+                rid = self.ids.next()
+            except OSError as exc:
+                if self._ids_error is None:
+                    log.error("cannot reserve result ids (%s); holding results in memory, in order, "
+                              "until it can", exc, extra={"fields": {"event": "ids_unavailable"}})
+                self._ids_error = str(exc)
+                break
+            kind, make = self._waiting.popleft()
+            results.append(make(rid))
+            if kind == "read":
+                self.stats.reads += 1
+            else:
+                self.stats.noreads += 1
+        if self._ids_error is not None and not self._waiting:
+            log.info("result ids can be reserved again; every held result is sent",
+                     extra={"fields": {"event": "ids_available"}})
+            self._ids_error = None
+        if results:
+            self._emit(results)
 
     def _emit(self, results: list[dict]) -> None:
         """Every sink gets every result; one sink failing never keeps it from the others,
