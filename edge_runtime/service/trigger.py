@@ -12,6 +12,15 @@ Trigger events come from other threads (a sink's I/O thread, a signal handler) a
 queued; the capture loop applies them between frames, so the window state is only ever
 touched by one thread. Events carry their arrival time: a noread's first_seen/last_seen
 are when the PLC opened and closed the window, not when the loop noticed.
+
+Windows shorter than one frame (the rule, also in README.md): every window sees at least
+one frame. A LOFF that arrives before its window saw a frame closes the window right after
+its first frame; trigger events that arrive while a window waits for that frame are folded
+into it (counted in `coalesced`): a PLC cannot get answers faster than the camera takes
+pictures, and a flood of LON/LOFF pairs costs one window per frame, not one result per
+pair. If the folded events leave the trigger "on", a new window opens when that one closes.
+A window still without a frame MAX_CLOSE_DELAY_S after its LOFF closes all the same.
+At most MAX_EVENTS_PER_POLL events are applied per loop pass, so frames keep flowing.
 """
 
 from __future__ import annotations
@@ -27,6 +36,10 @@ log = logging.getLogger(__name__)
 MODES = ("continuous", "window", "single")
 SOURCES = ("signal", "serial", "mqtt")
 
+MAX_EVENTS_PER_POLL = 2000
+# A window waiting for its first frame closes anyway this long after its LOFF (a stalled
+# camera must not leave the PLC without an answer).
+MAX_CLOSE_DELAY_S = 1.0
 _ON = {"on", "lon", "true", "1", "open", "start"}
 _OFF = {"off", "loff", "false", "0", "close", "stop"}
 
@@ -37,6 +50,10 @@ class Window:
     frames: int = 0
     results: int = 0
     last_frame: int = 0
+    close_at: float | None = None  # LOFF came before the first frame: close after it
+    reopen: bool = False  # the events folded into it leave the trigger on
+    reopen_at: float = 0.0
+    coalesced: int = 0  # trigger events folded into this window
 
 
 def parse_state(value: Any) -> bool | None:
@@ -63,6 +80,7 @@ class Trigger:
         self._events: queue.SimpleQueue[tuple[bool | None, float]] = queue.SimpleQueue()
         self.window: Window | None = None
         self.windows = 0
+        self.coalesced = 0
         if mode != "continuous" and start_open:
             self.window = Window(opened=time.time())
             self.windows = 1
@@ -114,25 +132,53 @@ class Trigger:
         self.push(state)
 
     # -- consumer (the capture loop)
-    def poll(self) -> list[tuple[str, float, Window]]:
-        """Apply queued events; returns transitions [("open"|"close", ts, window), ...] in order."""
+    def poll(self, limit: int = MAX_EVENTS_PER_POLL) -> list[tuple[str, float, Window]]:
+        """Apply queued events (at most `limit`); returns transitions
+        [("open"|"close", ts, window), ...] in order."""
         out: list[tuple[str, float, Window]] = []
-        while True:
+        self._close_if_due(out)
+        for _ in range(limit):
             try:
                 state, ts = self._events.get_nowait()
             except queue.Empty:
-                return out
+                break
             if self.continuous:
                 continue
-            want = (self.window is None) if state is None else state
-            if want and self.window is None:
+            w = self.window
+            if w is not None and w.close_at is not None:
+                # Waiting for its one frame: fold the event in, remember where it leaves the trigger.
+                w.coalesced += 1
+                self.coalesced += 1
+                w.reopen = (not w.reopen) if state is None else state
+                if w.reopen:
+                    w.reopen_at = ts
+                continue
+            want = (w is None) if state is None else state
+            if want and w is None:
                 self.window = Window(opened=ts)
                 self.windows += 1
                 out.append(("open", ts, self.window))
-            elif not want and self.window is not None:
-                out.append(("close", ts, self.window))
+            elif not want and w is not None:
+                if w.frames == 0:
+                    w.close_at = ts
+                    continue
+                out.append(("close", ts, w))
                 self.window = None
             # A repeated LON while open (or LOFF while closed) changes nothing: PLCs resend.
+        return out
+
+    def _close_if_due(self, out: list) -> None:
+        w = self.window
+        if w is None or w.close_at is None:
+            return
+        if w.frames == 0 and time.time() - w.close_at < MAX_CLOSE_DELAY_S:
+            return
+        out.append(("close", w.close_at, w))
+        self.window = None
+        if w.reopen:
+            self.window = Window(opened=w.reopen_at)
+            self.windows += 1
+            out.append(("open", w.reopen_at, self.window))
 
     def state(self) -> dict:
         return {
@@ -140,4 +186,5 @@ class Trigger:
             "source": self.source,
             "open": self.continuous or self.window is not None,
             "windows": self.windows,
+            "coalesced": self.coalesced,
         }
