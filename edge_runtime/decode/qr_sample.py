@@ -69,7 +69,10 @@ def _finder_pitch(dark: np.ndarray, m: int) -> float | None:
             pitches.append((b + c + d + e + max(a, unit * 0.9)) / 7.0)
     if not pitches:
         return None
-    return float(np.median(pitches))
+    p = float(np.median(pitches))
+    # Below ~1.5 px per module the pattern is as likely pixel noise as a finder, and such a
+    # code could not be sampled anyway.
+    return p if p >= 1.5 else None
 
 
 def _finder_template(p: float, modules: int) -> np.ndarray:
@@ -125,9 +128,13 @@ def _sample(rect: np.ndarray, std: np.ndarray, smooth: np.ndarray, version: int,
     bl = (m + 3.5 * p, m + (n - 3.5) * p)
     finder = _finder_template(p, 9)
     got = []
+    seen = 0
     for c in (tl, tr, bl):
         pos, score = _refine(rect, c, finder, max(3.0, 0.8 * p))
         got.append(pos if score > 0.5 else c)
+        seen += score > 0.5
+    if seen < 2:
+        return None  # not a QR code at this size: spare the decoder a garbage grid
     src = [(3.5, 3.5), (n - 3.5, 3.5), (3.5, n - 3.5)]
     dst = list(got)
     if version >= 2:
@@ -208,15 +215,17 @@ def iter_grids(gray: np.ndarray, quad, *, max_versions: int = 3) -> Iterator[Gri
         p = _finder_pitch(np.rot90(dark0, k), m)
         if p is not None:
             pitch[k] = p
+    if not pitch:
+        return
+    p_est = float(np.median(list(pitch.values())))
+    # Finders of one code share one pitch; a corner that disagrees saw something else.
+    pitch = {k: v for k, v in pitch.items() if abs(v - p_est) <= 0.35 * p_est}
     if len(pitch) == 3:
         orders = [(set(range(4)) - set(pitch)).pop() + 2]
     else:
         # A finder hidden (blot) or an extra finder-like corner: try the corners whose two
         # neighbours show the most finders first.
         orders = sorted(range(4), key=lambda k: -((k in pitch) * 2 + ((k + 1) % 4 in pitch) + ((k + 3) % 4 in pitch)))
-    if not pitch:
-        return
-    p_est = float(np.median(list(pitch.values())))
     n_est = L / p_est
     versions = sorted(range(1, 41), key=lambda v: abs(T.size(v) - n_est))
     versions = [v for v in versions if abs(T.size(v) - n_est) <= max(4.5, 0.12 * n_est)][:max_versions]
