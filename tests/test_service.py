@@ -502,7 +502,11 @@ def test_trigger_events_in_order_repeats_ignored_and_wrong_source_refused():
     s = Trigger("window", "signal")
     s.on_signal()
     s.on_signal()
-    assert [k for k, _, _ in s.poll()] == ["open", "close"]
+    assert [k for k, _, _ in s.poll()] == ["open"]  # closed before any frame: held for one
+    s.on_signal()  # LON while it waits for that frame: folded in, and leaves the trigger on
+    assert s.poll() == [] and s.state()["coalesced"] == 1
+    s.window.frames += 1  # the loop read a frame in it
+    assert [k for k, _, _ in s.poll()] == ["close", "open"] and s.windows == 2
     c = Trigger("continuous")
     c.push(False)
     assert c.poll() == [] and c.reading

@@ -333,6 +333,7 @@ class Service:
             self.metrics = None
         if self.ids is not None:
             self.ids.close()
+        logs.flush_suppressed()
         queued = self._queued_per_sink()
         if self._waiting:
             log.error("stopping with %d result(s) that could not be given an id (%s); they are lost",
@@ -401,7 +402,7 @@ class Service:
             self._hup = True
             return {"ok": True}
         if name.lower() == "status":
-            return self.status()
+            return None  # the MQTT sink re-publishes its retained status itself, right away
         log.warning("mqtt command %r not understood (trigger, LON, LOFF, reload, status)", name[:40])
         return {"ok": False, "error": "unknown command"}
 
@@ -487,6 +488,7 @@ class Service:
             else:
                 self._close_window(window, ts)
         now = time.monotonic()
+        logs.flush_suppressed()  # a flood that stopped still gets its "N suppressed" line
         if now >= self._next_status:
             if self._next_status:
                 log.info("status", extra={"fields": {"event": "status", **self.stats.counters(),

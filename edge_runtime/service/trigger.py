@@ -114,22 +114,22 @@ class Trigger:
     def on_mqtt(self, cmd: dict) -> dict | None:
         """The `trigger` part of the MQTT command handler: {"cmd":"trigger","state":"on"} or LON/LOFF."""
         name = str(cmd.get("cmd", "")).strip()
-        if name.upper() in ("LON", "LOFF"):
-            self._from_peer(name, "mqtt")
-        else:
-            self._from_peer(cmd.get("state", "toggle"), "mqtt")
-        return {"ok": True}
+        what = name if name.upper() in ("LON", "LOFF") else cmd.get("state", "toggle")
+        error = self._from_peer(what, "mqtt")
+        return {"ok": False, "error": error} if error else {"ok": True}
 
-    def _from_peer(self, what: Any, peer: str) -> None:
+    def _from_peer(self, what: Any, peer: str) -> str | None:
+        """Queue a peer's trigger; returns why it was ignored (None when queued)."""
         try:
             state = parse_state(what)
         except ValueError as exc:
             log.warning("trigger from %s ignored: %s", peer, exc)
-            return
+            return str(exc)
         if self.source != peer:
             log.warning("trigger from %s ignored: trigger.source is %s", peer, self.source)
-            return
+            return f"trigger.source is {self.source}"
         self.push(state)
+        return None
 
     # -- consumer (the capture loop)
     def poll(self, limit: int = MAX_EVENTS_PER_POLL) -> list[tuple[str, float, Window]]:
@@ -159,7 +159,7 @@ class Trigger:
                 self.windows += 1
                 out.append(("open", ts, self.window))
             elif not want and w is not None:
-                if w.frames == 0:
+                if w.frames == 0 and w.results == 0:
                     w.close_at = ts
                     continue
                 out.append(("close", ts, w))
