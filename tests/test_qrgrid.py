@@ -378,7 +378,7 @@ def test_blobs_and_fake_codes_never_read():
     decoder with plausible quads: no read, no exception."""
     rng = np.random.default_rng(24)
     gd = GridDecoder()
-    for i in range(600):
+    for i in range(2400):
         kind = i % 3
         if kind == 0:
             img = np.full((160, 160), int(rng.integers(0, 256)), np.uint8)

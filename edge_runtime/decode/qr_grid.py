@@ -120,14 +120,13 @@ def _nearest(words: dict, reads: list[tuple[int, int]], max_dist: int) -> list[t
     """Valid words within `max_dist` of any copy (erased bits ignored), best first: the
     minimum distance between valid words is 7 (format) / 8 (version), so <= 3 is unique
     per copy; two copies may disagree, and then both are candidates."""
-    best: dict[object, tuple[int, int]] = {}
+    best: dict[object, int] = {}
     for word, care in reads:
         for valid, value in words.items():
             d = bin((valid ^ word) & care).count("1")
-            if d <= max_dist:
-                prev = best.get(value)
-                best[value] = (d, 0) if prev is None else (min(prev[0], d), 0)
-    return sorted(((d, v) for v, (d, _) in best.items()), key=lambda x: x[0])
+            if d <= max_dist and d < best.get(value, max_dist + 1):
+                best[value] = d
+    return sorted(((d, v) for v, d in best.items()), key=lambda x: x[0])
 
 
 def read_format(modules: np.ndarray, erased: np.ndarray) -> list[tuple[int, tuple[str, int]]]:

@@ -27,7 +27,6 @@ import numpy as np
 LEVELS = "LMQH"
 # Format information carries the level as 2 bits in this order (not the L<M<Q<H order).
 LEVEL_BITS = {"L": 0b01, "M": 0b00, "Q": 0b11, "H": 0b10}
-_BITS_LEVEL = {b: lv for lv, b in LEVEL_BITS.items()}
 
 # ISO/IEC 18004 Table 9, per version 1..40 and level L, M, Q, H:
 # (EC codewords per block, blocks in group 1, data codewords per group-1 block
@@ -225,10 +224,6 @@ def interleave_index(version: int, level: str) -> tuple[np.ndarray, ...]:
 
 def misdecode_p(version: int, level: str) -> int:
     return _MISDECODE_P.get((version, level), 0)
-
-
-def level_from_bits(bits: int) -> str:
-    return _BITS_LEVEL[bits]
 
 
 def char_count_bits(mode: int, version: int) -> int:
