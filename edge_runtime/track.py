@@ -150,7 +150,7 @@ class Tracker:
 
 @dataclass
 class NoreadTrack:
-    """A detected code nothing could read, followed while it crosses the view."""
+    """A detected label followed while it crosses the view: read or not yet read."""
 
     tid: int
     center: tuple[float, float]
@@ -162,17 +162,26 @@ class NoreadTrack:
     frames: int = 1
     read: bool = False
     image: object = field(default=None, repr=False)  # last crop, kept only when noread images are saved
+    raw: bytes | None = None  # the payload once read: a read of another payload is another label
+    velocity: tuple[float, float] | None = None  # px per frame, once seen in two frames
+    size: float = 0.0  # the code's extent in px, for the match radius
 
 
 class NoreadTracker:
-    """Turns per-frame "detected but unreadable" quads into one noread per label.
+    """Turns per-frame detections into one noread per label that left the view unread.
 
     A hard label is often unreadable in some frames and read in others; reporting a
     noread per frame would flood the PLC with false alarms. So a noread is reported when
-    its label *leaves the view* (unseen for `window_s`) without ever having been read near
-    where it was, and only if it was seen in at least `min_frames` frames (one frame of a
-    detector false positive is not a label). This is what line scanners call a no-read:
-    one per item that passed without a read.
+    its label *leaves the view* (unseen for `window_s`) without ever having been read, and
+    only if it was seen in at least `min_frames` frames (one frame of a detector false
+    positive is not a label). This is what line scanners call a no-read: one per item that
+    passed without a read.
+
+    Every label is followed, read or not: each frame's detections (unread quads and reads)
+    are matched one to one to the tracks, nearest first, around where each track's own
+    motion puts it now. The radius stays about the code's size once a track's velocity is
+    known: a radius that grew with the frames since a track was last seen let an old,
+    read label's track swallow the next label, which then left no result at all.
     """
 
     def __init__(self, window_s: float = 2.0, max_distance_px: float = 200.0, min_frames: int = 2) -> None:
@@ -188,21 +197,33 @@ class NoreadTracker:
 
     def update(self, noreads: list[Code], reads: list[Code], ts: float, frame_index: int) -> list[NoreadTrack]:
         """Feed one frame; returns the tracks whose label left the view unread."""
-        for code in noreads:
-            t = self._nearest(code.center, frame_index)
-            if t is None:
-                t = NoreadTrack(self._next_tid, code.center, list(code.corners), ts, ts, frame_index, frame_index)
+        dets = [(c, False) for c in noreads] + [(c, True) for c in reads]
+        pairs = []
+        for ti, t in enumerate(self._tracks):
+            gap = max(1, frame_index - t.last_frame)
+            px, py = self._predict(t, gap)
+            for di, (c, is_read) in enumerate(dets):
+                if is_read and t.raw is not None and t.raw != bytes(c.raw):
+                    continue
+                cx, cy = c.center
+                d = math.hypot(cx - px, cy - py)
+                if d <= self._radius(t, _extent(c.corners), gap):
+                    pairs.append((d, ti, di))
+        pairs.sort(key=lambda p: p[0])
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        for _d, ti, di in pairs:
+            if ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            self._join(self._tracks[ti], *dets[di], ts, frame_index)
+        for di, (c, is_read) in enumerate(dets):
+            if di not in used_d:
+                self._tracks.append(NoreadTrack(
+                    self._next_tid, c.center, list(c.corners), ts, ts, frame_index, frame_index,
+                    read=is_read, raw=bytes(c.raw) if is_read else None, size=_extent(c.corners)))
                 self._next_tid += 1
-                self._tracks.append(t)
-            else:
-                t.center, t.corners, t.last_seen = code.center, list(code.corners), max(t.last_seen, ts)
-                if frame_index != t.last_frame:
-                    t.frames += 1
-                t.last_frame = frame_index
-        for code in reads:
-            t = self._nearest(code.center, frame_index)
-            if t is not None:
-                t.read = True
         gone = [t for t in self._tracks if ts - t.last_seen > self.window_s]
         self._tracks = [t for t in self._tracks if ts - t.last_seen <= self.window_s][-MAX_TRACKS:]
         return [t for t in gone if not t.read and t.frames >= self.min_frames]
@@ -213,11 +234,41 @@ class NoreadTracker:
         self._tracks.clear()
         return out
 
-    def _nearest(self, center: tuple[float, float], frame_index: int) -> NoreadTrack | None:
-        best, best_d = None, math.inf
-        for t in self._tracks:
-            gap = max(1, frame_index - t.last_frame)
-            d = math.hypot(center[0] - t.center[0], center[1] - t.center[1])
-            if d <= self.max_distance_px * gap and d < best_d:
-                best, best_d = t, d
-        return best
+    @staticmethod
+    def _predict(t: NoreadTrack, gap: int) -> tuple[float, float]:
+        if t.velocity is None:
+            return t.center
+        return (t.center[0] + t.velocity[0] * gap, t.center[1] + t.velocity[1] * gap)
+
+    def _radius(self, t: NoreadTrack, size: float, gap: int) -> float:
+        if t.velocity is None:
+            # Seen once: it may have moved up to max_distance_px a frame; a few missed frames
+            # are allowed, not a whole window's worth.
+            return self.max_distance_px * min(gap, 3)
+        # Predicted: off by the code's own jitter (partly out of view, detector vs decoder
+        # corners) and a little speed change per frame.
+        speed = math.hypot(*t.velocity)
+        return 0.6 * max(size, t.size, 8.0) + 0.15 * speed * gap
+
+    @staticmethod
+    def _join(t: NoreadTrack, code: Code, is_read: bool, ts: float, frame_index: int) -> None:
+        gap = max(1, frame_index - t.last_frame)
+        (x0, y0), (x1, y1) = t.center, code.center
+        v = ((x1 - x0) / gap, (y1 - y0) / gap)
+        if frame_index != t.last_frame:
+            t.velocity = v if t.velocity is None else (0.5 * (t.velocity[0] + v[0]), 0.5 * (t.velocity[1] + v[1]))
+            t.frames += 1
+        t.center, t.corners, t.last_seen = code.center, list(code.corners), max(t.last_seen, ts)
+        t.last_frame = frame_index
+        t.size = _extent(code.corners) or t.size
+        if is_read:
+            t.read = True
+            t.raw = bytes(code.raw)
+
+
+def _extent(corners: list) -> float:
+    if not corners:
+        return 0.0
+    xs = [p[0] for p in corners]
+    ys = [p[1] for p in corners]
+    return max(max(xs) - min(xs), max(ys) - min(ys))

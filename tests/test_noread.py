@@ -130,3 +130,33 @@ path = "{out}"
     assert 400 < min(xs) < max(xs) < 600  # where the label was last seen (frame 4: x = 440..)
     (png,) = (tmp_path / "noreads").iterdir()
     assert png.name == f"noread-{r['id']:012d}.png" and cv2.imread(str(png)) is not None
+
+
+def test_a_read_label_gone_from_view_does_not_swallow_the_next_unread_one():
+    """Repro (bench line, labels 19, 34, 62...): the radius grew with the frames since a track
+    was last seen, so the track of a label read earlier took the next, unreadable label's
+    detections, which then left no result at all."""
+    t = NoreadTracker(window_s=2.0, max_distance_px=200)
+    for f in range(11):  # label A, read while it crosses at 20 px a frame
+        t.update([], [read(100 + 20 * f, 300, "LOT-A")], f / 30, f)
+    gone = []
+    for f in range(25, 45):  # label B enters behind it: detected in every frame, never read
+        gone += t.update([unread(100 + 20 * (f - 25), 300)], [], f / 30, f)
+    gone += t.update([], [], 5.0, 150)
+    assert len(gone) == 1 and gone[0].frames == 20 and gone[0].first_frame == 25
+
+
+def test_two_labels_in_one_frame_are_matched_one_to_one():
+    t = NoreadTracker(window_s=0.5, max_distance_px=200)
+    for f in range(5):  # two unread labels 150 px apart, both moving right
+        t.update([unread(100 + 20 * f, 300), unread(250 + 20 * f, 300)], [], f / 30, f)
+    assert len(t.tracks) == 2 and all(tr.frames == 5 for tr in t.tracks)
+    gone = t.update([], [], 2.0, 60)
+    assert len(gone) == 2
+
+
+def test_a_read_of_another_payload_is_another_label():
+    t = NoreadTracker(window_s=0.5, max_distance_px=200)
+    t.update([], [read(100, 300, "LOT-A")], 0.0, 0)
+    t.update([], [read(105, 300, "LOT-B")], 0.033, 1)
+    assert len(t.tracks) == 2

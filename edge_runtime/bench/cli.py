@@ -11,6 +11,7 @@ BENCHES = [
     "edge_runtime.bench.decode",
     "edge_runtime.bench.soak",
     "edge_runtime.bench.photos",
+    "edge_runtime.bench.line",
 ]
 
 
