@@ -137,8 +137,9 @@ def test_a_read_label_gone_from_view_does_not_swallow_the_next_unread_one():
     was last seen, so the track of a label read earlier took the next, unreadable label's
     detections, which then left no result at all."""
     t = NoreadTracker(window_s=2.0, max_distance_px=200)
-    for f in range(11):  # label A, read while it crosses at 20 px a frame
-        t.update([], [read(100 + 20 * f, 300, "LOT-A")], f / 30, f)
+    for f in range(11):  # label A crossing at 20 px a frame: detected unread first, then read
+        x = 100 + 20 * f
+        t.update([unread(x, 300)] if f < 4 else [], [read(x, 300, "LOT-A")] if f >= 4 else [], f / 30, f)
     gone = []
     for f in range(25, 45):  # label B enters behind it: detected in every frame, never read
         gone += t.update([unread(100 + 20 * (f - 25), 300)], [], f / 30, f)
