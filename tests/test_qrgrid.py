@@ -132,6 +132,61 @@ def test_structured_append_header_is_skipped():
     assert b"".join(t.raw for t in texts) == b"PART ONE PART TWO PART THREE"
 
 
+def symbol_from_bits(bits: str, version: int = 2, level: str = "M", pad: bytes | None = None) -> np.ndarray:
+    """A symbol carrying exactly this data bit stream (then zero fill and `pad` bytes,
+    default the standard 0xEC/0x11): for streams no encoder writes (FNC1, hanzi, bad pads)."""
+    nd = T.data_codewords(version, level)
+    bits += "0" * (-len(bits) % 8)
+    data = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+    fill = bytes((0xEC, 0x11)) * nd if pad is None else pad * nd
+    data = (data + fill)[:nd]
+    stream = np.zeros(T.total_codewords(version), np.uint8)
+    k = 0
+    for (d, e), idx in zip(T.blocks(version, level), T.interleave_index(version, level)):
+        codec = reedsolo.RSCodec(e, c_exp=8, prim=0x11D, generator=2, fcr=0)
+        stream[idx] = np.frombuffer(bytes(codec.encode(data[k : k + d])), np.uint8)
+        k += d
+    m = grid("TEMPLATE", version=version, error=level, mask=2)  # function patterns + format
+    rows, cols = T.data_coords(version)
+    n = len(stream) * 8
+    r, c = rows[:n], cols[:n]
+    m[r, c] = np.unpackbits(stream).astype(bool) ^ (c % 3 == 0)  # mask pattern 2
+    return m
+
+
+def b(value: int, width: int) -> str:
+    return format(value, f"0{width}b")
+
+
+def test_hand_built_streams_fnc1_and_refusals():
+    byte_seg = b(0b0100, 4) + b(3, 8) + "".join(b(x, 8) for x in b"A1\x1d")
+    # The builder itself round-trips a plain stream (so a refusal below is the stream's fault).
+    assert decode_grid(symbol_from_bits(byte_seg + "0000")).raw == b"A1\x1d"
+    # FNC1 in first position (GS1) and second position (+ application indicator) are skipped.
+    assert decode_grid(symbol_from_bits(b(0b0101, 4) + byte_seg + "0000")).raw == b"A1\x1d"
+    assert decode_grid(symbol_from_bits(b(0b1001, 4) + b(37, 8) + byte_seg + "0000")).raw == b"A1\x1d"
+    # ECI 26 (UTF-8) honoured for the text.
+    utf = "é€".encode()
+    eci = b(0b0111, 4) + b(26, 8) + b(0b0100, 4) + b(len(utf), 8) + "".join(b(x, 8) for x in utf)
+    r = decode_grid(symbol_from_bits(eci + "0000"))
+    assert r.raw == utf and r.text == "é€" and r.eci == 26
+    refused = {
+        "pad bytes not 0xEC/0x11": symbol_from_bits(byte_seg + "0000", pad=b"\x00\x00\x00"),
+        "pad starting with 0x11": symbol_from_bits(byte_seg + "0000", pad=b"\x11\xec"),
+        "non-zero terminator": symbol_from_bits(byte_seg + "1010"),
+        "non-zero fill bits": symbol_from_bits(byte_seg + "0000" + "1"),
+        "hanzi mode": symbol_from_bits(b(0b1101, 4) + b(1, 4) + b(1, 8) + b(0, 13) + "0000"),
+        "reserved mode": symbol_from_bits(b(0b1110, 4) + byte_seg + "0000"),
+        "count past the data": symbol_from_bits(b(0b0100, 4) + b(200, 8) + "0000"),
+        "numeric group > 999": symbol_from_bits(b(0b0001, 4) + b(3, 10) + b(1000, 10) + "0000"),
+        "alphanumeric pair >= 45*45": symbol_from_bits(b(0b0010, 4) + b(2, 9) + b(2025, 11) + "0000"),
+        "unknown ECI": symbol_from_bits(b(0b0111, 4) + b(99, 8) + byte_seg + "0000"),
+        "empty symbol": symbol_from_bits("0000"),
+    }
+    for why, m in refused.items():
+        assert decode_grid(m) is None, why
+
+
 def test_format_and_version_information():
     m = grid("VERSION INFO", version=8, error="Q", mask=3)
     n = m.shape[0]
