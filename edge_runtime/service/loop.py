@@ -281,10 +281,12 @@ class Service:
         try:
             cls = sink_class(spec["kind"])
             params = inspect.signature(cls).parameters
+            kind = spec["kind"]
             extra = {
                 "status_provider": self.status,
                 "command_handler": self._on_command,
-                "trigger_handler": self._on_serial_trigger,
+                # a sink's trigger counts only when trigger.source names that sink's kind
+                "trigger_handler": lambda what: self.trigger.on_peer(what, kind),
             }
             kw = {k: v for k, v in extra.items() if k in params}
             sink = cls(spec["name"], self.device_id, options, **kw)
@@ -389,9 +391,6 @@ class Service:
         return previous
 
     # -------------------------------------------------------------------- peer callbacks
-
-    def _on_serial_trigger(self, what: Any) -> None:
-        self.trigger.on_serial(what)
 
     def _on_command(self, cmd: dict) -> Any:
         """MQTT command handler (paho's thread): queue work for the loop, never block."""

@@ -107,6 +107,11 @@ class Trigger:
         """SerialSink trigger_handler: called with "on"/"off" from the serial I/O thread."""
         self._from_peer(what, "serial")
 
+    def on_peer(self, what: Any, peer: str) -> str | None:
+        """Any sink's trigger_handler ("on"/"off"/"toggle" from its I/O thread); `peer` is
+        the sink's kind, which must be trigger.source. Returns why it was ignored, if it was."""
+        return self._from_peer(what, peer)
+
     def on_signal(self) -> None:
         """SIGUSR1 toggles (signal handlers must not block: a queue put is fine)."""
         self.push(None)
