@@ -1,6 +1,8 @@
 """`edge-runtime bench soak`, short: the whole service against a real mosquitto and a pty PLC
-while the broker restarts, the serial adapter is unplugged, the camera stalls and the outbox
-disk fills up; then every produced id is audited at every sink.
+while the broker restarts, the serial adapter is unplugged, the camera stalls, the outbox
+and state disks fill up, file descriptors run out, triggers flood in and /metrics is held
+by idle connections; then every produced id is audited at every sink and every label of
+the conveyor against its result.
 
 The 100,000-frame run is in docs/reliability.md; CI runs 1,500 frames (about 15 s here).
 """
@@ -33,6 +35,14 @@ def test_short_soak_with_every_fault_loses_nothing_silently(tmp_path):
     assert r["plc_garbage_bytes"] == 0 and r["sinks"]["serial"]["unmatched_frames"] == 0
     assert r["plc_reopens"] >= 2  # the PLC saw the adapter vanish and come back
     assert r["rss_mb"]["end"] > 0 and r["frames_per_s"] > 0
+    # Every label of the conveyor has exactly one result, whatever the faults did to state_dir.
+    lab = r["labels"]
+    assert lab["labels"] >= 50 and lab["silent_misses"] == 0 and lab["duplicates"] == 0, lab
+    assert lab["false_reads"] == 0 and lab["reads"] + lab["noreads"] == lab["labels"], lab
+    faults = {f["kind"]: f for f in r["faults"]}
+    assert faults["idle_metrics"]["scrape_ok"] and faults["idle_metrics"]["connections"] == 500
+    assert faults["fd_exhaustion"]["fds_taken"] > 0 and faults["trigger_flood"]["pairs"] == 100_000
+    assert r["max_frame_gap_s"] <= 10.0
     assert r["ok"] is True
     # What the operator reads afterwards is there: the report and the service's own log.
     assert json.loads((tmp_path / "work" / "report.json").read_text())["ok"] is True

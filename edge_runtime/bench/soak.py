@@ -14,10 +14,20 @@ pseudo-terminal whose far end plays the PLC. While it runs, faults are injected 
   disk_full_outage  the disk full *and* the broker down: the MQTT outbox must grow on a
                   full disk (once sqlite's WAL has reached its working size, a full disk
                   alone costs nothing); the broker returns 0.5 s before the space does
+  state_disk_full the filesystem of state_dir (the result id file; a tmpfs of its own)
+                  filled to the last byte: ids must still be reserved, no result lost
+  fd_exhaustion   every free file descriptor of the process taken (EMFILE on any open)
+  trigger_flood   100,000 LON/LOFF pairs queued at once (signal trigger, ignored in
+                  continuous mode) and 2,000 MQTT LON commands: frames must keep flowing
+  idle_metrics    500 connections to /metrics that send half a request and go idle;
+                  a scrape during it must be answered
 
 At the end every id in the ledger (what the service produced) must have reached the
 plant subscriber and the PLC, or still be in that sink's outbox, or be a counted loss
 (a drop by the outbox policy, or an emit the sink refused, e.g. with the disk full).
+And every label of the conveyor's ground truth must have exactly one result in the ledger
+(bench line's audit): a result lost before it was numbered never reaches the ledger, so
+the id books alone cannot see it.
 `unexplained` must be 0: a result that vanished without being counted is the failure this
 bench exists to find. MQTT QoS 1 and serial ACK mode are at-least-once, so duplicates
 (after a broker restart or a lost ACK) are expected; they are counted, not failures.
@@ -45,7 +55,9 @@ from typing import Any, Callable
 
 from edge_runtime.bench.peers import Broker, Plc, PlantSubscriber, SerialLine, rss_mb
 
-FAULTS = ("broker_restart", "serial_unplug", "source_stall", "disk_full", "disk_full_outage")
+FAULTS = ("broker_restart", "serial_unplug", "source_stall", "disk_full", "disk_full_outage",
+          "state_disk_full", "fd_exhaustion", "trigger_flood", "idle_metrics")
+STATE_TMPFS_MB = 4
 DEVICE = "soak"
 TMPFS_MB = 16
 DRAIN_S = 120.0
@@ -124,6 +136,7 @@ class _FaultySource:
     def __init__(self, inner: Any, ctl: _Control) -> None:
         self.inner = inner
         self.ctl = ctl
+        self.truths: dict[int, list[dict]] = {}  # frame index -> the conveyor's ground truth
 
     def read(self, timeout: float = 1.0):  # noqa: ANN201
         from edge_runtime.capture import SourceTimeout
@@ -136,6 +149,9 @@ class _FaultySource:
         if frame is None and self.ctl.hold():
             time.sleep(min(0.1, timeout))
             raise SourceTimeout("soak: waiting for the faults to end and the sinks to drain")
+        if frame is not None:
+            self.truths[frame.index] = [{"label_id": t["label_id"], "payload": t["payload"],
+                                         "corners": t["corners"]} for t in frame.truths or []]
         return frame
 
     def state(self) -> dict:
@@ -207,10 +223,12 @@ def _fill_disk(directory: Path) -> Path:
 
 
 def _config_doc(work: Path, frames: int, seed: int, width: int, height: int, labels_per_s: float,
-                broker: Broker, line: SerialLine, outbox_dir: Path, mqtt_outbox_mb: float) -> dict:
+                broker: Broker, line: SerialLine, outbox_dir: Path, mqtt_outbox_mb: float,
+                metrics_port: int | None = None) -> dict:
     return {
         "device_id": DEVICE,
         "state_dir": str(work / "state"),
+        "metrics": {"port": metrics_port},
         "status_interval_s": 5.0,
         "shutdown_timeout_s": 60.0,
         # Tracks outlive the longest stall: a label still in view after a stall is the same label.
@@ -230,12 +248,91 @@ def _config_doc(work: Path, frames: int, seed: int, width: int, height: int, lab
     }
 
 
+def _exhaust_fds(dur: float) -> int:
+    """Take every free descriptor of this process for `dur` s (EMFILE on any open); returns
+    how many were taken. The soft limit is lowered first so that "every" is a few hundred."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, top + 256), hard))
+    plugs: list[int] = []
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                plugs.append(os.open(os.devnull, os.O_RDONLY))
+        time.sleep(dur)
+    finally:
+        for fd in plugs:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return len(plugs)
+
+
+def _trigger_flood(svc: Any, broker: Broker) -> dict:
+    """The attack's flood: LON/LOFF pairs from the signal trigger and LON over MQTT."""
+    import paho.mqtt.client as mqtt
+
+    for _ in range(100_000):
+        svc.trigger.push(True)
+        svc.trigger.push(False)
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-flood")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        for _ in range(2000):
+            c.publish(f"soak/{DEVICE}/cmd", b'{"cmd":"LON"}', qos=0)
+    finally:
+        time.sleep(0.5)
+        c.loop_stop()
+        c.disconnect()
+    return {"pairs": 100_000, "mqtt_commands": 2000}
+
+
+def _idle_metrics(port: int, dur: float) -> dict:
+    """500 half-sent requests left idle, and one real scrape while they are open."""
+    import socket
+    import urllib.request
+
+    socks = []
+    try:
+        for _ in range(500):
+            sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sk.sendall(b"GET /metr")
+            socks.append(sk)
+        t = time.monotonic()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                scrape_ok = r.status == 200 and b"edge_runtime_frames" in r.read()
+        except OSError:
+            scrape_ok = False
+        scrape_ms = round((time.monotonic() - t) * 1000, 1)
+        time.sleep(dur)
+    finally:
+        for sk in socks:
+            sk.close()
+    return {"connections": len(socks), "scrape_ok": scrape_ok, "scrape_ms": scrape_ms}
+
+
 def _inject(kind: str, dur: float, at_frame: int, broker: Broker, line: SerialLine, ctl: _Control,
-            outbox_dir: Path, tmpfs: bool) -> dict:
+            outbox_dir: Path, tmpfs: bool, svc: Any = None, state_dir: Path | None = None,
+            metrics_port: int | None = None) -> dict:
     """Apply one fault for `dur` seconds and repair it; returns what was done."""
     t = time.monotonic()
     entry: dict = {"kind": kind, "at_frame": at_frame, "duration_s": dur}
-    if kind == "disk_full_outage" and tmpfs:
+    if kind == "state_disk_full" and state_dir is not None:
+        ballast = _fill_disk(state_dir)
+        try:
+            time.sleep(dur)
+        finally:
+            ballast.unlink()
+    elif kind == "fd_exhaustion":
+        entry["fds_taken"] = _exhaust_fds(dur)
+    elif kind == "trigger_flood" and svc is not None:
+        entry.update(_trigger_flood(svc, broker))
+    elif kind == "idle_metrics" and metrics_port:
+        entry.update(_idle_metrics(metrics_port, dur))
+    elif kind == "disk_full_outage" and tmpfs:
         broker.stop()
         ballast = _fill_disk(outbox_dir)
         try:
@@ -300,6 +397,12 @@ def run_soak(
     outbox_dir = work / "outbox"
     outbox_dir.mkdir(exist_ok=True)
     tmpfs = faults and _mount_tmpfs(outbox_dir, TMPFS_MB)
+    state_dir = work / "state"
+    state_dir.mkdir(exist_ok=True)
+    state_tmpfs = tmpfs and _mount_tmpfs(state_dir, STATE_TMPFS_MB)
+    from edge_runtime.bench.peers import free_port
+
+    metrics_port = free_port() if faults else None
     disk_mode = f"tmpfs {TMPFS_MB} MB filled to ENOSPC" if tmpfs else (
         f"outbox_max_mb {POLICY_OUTBOX_MB} (drop policy; no tmpfs: not root or mount refused)" if faults else "off")
     broker = Broker(work / "broker")
@@ -316,13 +419,15 @@ def run_soak(
         plc = Plc(line)
         plc.start()
         mqtt_mb = 64.0 if (tmpfs or not faults) else POLICY_OUTBOX_MB
-        doc = _config_doc(work, frames, seed, width, height, labels_per_s, broker, line, outbox_dir, mqtt_mb)
+        doc = _config_doc(work, frames, seed, width, height, labels_per_s, broker, line, outbox_dir, mqtt_mb,
+                          metrics_port)
         cfg_path = work / "soak.toml"
         cfg_path.write_text(config_toml.dumps(doc))
         cfg = config_mod.load(str(cfg_path))
         handler = logs.setup("info", "json", log_file)
         ctl = _Control()
         emits = _EmitLedger()
+        holder: dict[str, Any] = {}
 
         class SoakService(Service):
             """The real service; its sinks and source are instrumented as they are made, so
@@ -335,7 +440,7 @@ def run_soak(
 
             def _open_source(self) -> None:
                 super()._open_source()
-                self.source = _FaultySource(self.source, ctl)
+                self.source = holder["source"] = _FaultySource(self.source, ctl)
 
         svc = SoakService(cfg)
         errors: list[BaseException] = []
@@ -372,6 +477,21 @@ def run_soak(
         warm_at = max(1, frames // 10)
         next_progress = time.monotonic() + 30
         t_capture = 0.0
+        # The longest time without a processed frame (the systemd watchdog's view); the
+        # service's own beat count is read, so a fault injected from here is measured too.
+        gap = {"max_s": 0.0, "frames": 0, "at": time.monotonic()}
+
+        def watch_frames() -> None:
+            while thread.is_alive():
+                n, now = svc.stats.frames, time.monotonic()
+                if n != gap["frames"]:
+                    gap["frames"], gap["at"] = n, now
+                elif n < frames:
+                    gap["max_s"] = max(gap["max_s"], now - gap["at"])
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch_frames, name="soak-watchdog", daemon=True)
+        watcher.start()
         while thread.is_alive():
             time.sleep(0.05)
             if "warm" not in rss and svc.stats.frames >= warm_at:
@@ -383,7 +503,9 @@ def run_soak(
                 rss["end"] = round(rss_mb(), 1)
             if pending and svc.stats.frames >= pending[0][0]:
                 _point, kind, dur = pending.pop(0)
-                injected.append(_inject(kind, dur, svc.stats.frames, broker, line, ctl, outbox_dir, tmpfs))
+                injected.append(_inject(kind, dur, svc.stats.frames, broker, line, ctl, outbox_dir, tmpfs,
+                                        svc=svc, state_dir=state_dir if state_tmpfs else None,
+                                        metrics_port=metrics_port))
                 progress(f"soak: fault {kind} at frame {injected[-1]['at_frame']} for {dur} s")
                 if not pending:
                     ctl.injecting = False
@@ -401,7 +523,14 @@ def run_soak(
 
         # The service flushed and closed its sinks; now let the peers receive the rest.
         report = _audit(work, outbox_dir, svc, sub, plc, emits, last_state, sinks_by_name)
+        from edge_runtime.bench.line import audit as audit_labels
+
+        labels = audit_labels(_read_ledger(work / "ledger.jsonl"), holder["source"].truths)
         report.update({
+            "labels": {k: labels[k] for k in ("labels", "reads", "noreads", "silent_misses", "silent_labels",
+                                               "duplicates", "duplicate_labels", "false_reads", "stray_noreads")},
+            "max_frame_gap_s": round(gap["max_s"], 2),
+            "state_disk": f"tmpfs {STATE_TMPFS_MB} MB" if state_tmpfs else "not a tmpfs (state_disk_full not injected)",
             "frames": svc.stats.frames,
             "seed": seed,
             "faults_enabled": faults,
@@ -418,7 +547,11 @@ def run_soak(
         report["ok"] = (report["ids_increasing"] and report["mqtt_foreign_topics"] == []
                         and report["plc_garbage_bytes"] == 0 and report["mqtt_malformed"] == 0
                         and report["sinks"]["serial"]["unmatched_frames"] == 0
-                        and all(s["unexplained"] == 0 for s in report["sinks"].values()))
+                        and all(s["unexplained"] == 0 for s in report["sinks"].values())
+                        and labels["silent_misses"] == 0 and labels["duplicates"] == 0
+                        and labels["false_reads"] == 0 and labels["stray_noreads"] == 0
+                        and report["max_frame_gap_s"] <= 10.0
+                        and all(f.get("scrape_ok", True) for f in injected))
         if keep:
             (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
@@ -434,6 +567,8 @@ def run_soak(
         broker.stop()
         if tmpfs:
             _umount(outbox_dir)
+        if state_tmpfs:
+            _umount(state_dir)
         if not keep and report.get("ok"):
             shutil.rmtree(work, ignore_errors=True)
         elif not keep:
@@ -574,7 +709,9 @@ def _audit(work: Path, outbox_dir: Path, svc: Any, sub: PlantSubscriber, plc: Pl
                                   set(emits.offered.get(name, ())), dropped)
         out_sinks[name]["duplicates"] = dups
     out_sinks["serial"]["unmatched_frames"] = plc_unmatched
-    foreign = sorted(t for t in sub.topics() if t not in (topic, f"soak/{DEVICE}/status"))
+    # replies to the flood's MQTT commands are the service's own; the commands are the flood's
+    foreign = sorted(t for t in sub.topics()
+                     if t not in (topic, *(f"soak/{DEVICE}/{x}" for x in ("status", "reply", "cmd"))))
     return {
         "results": len(produced),
         "ids_increasing": produced == sorted(produced_set),
@@ -609,6 +746,11 @@ def summary(r: dict) -> str:
         f"faults: {len(r['faults'])} injected ({', '.join(sorted({f['kind'] for f in r['faults']})) or 'none'}); "
         f"outbox disk: {r['disk_full_mode']}",
     ]
+    lab = r.get("labels", {})
+    if lab:
+        lines.append(f"labels {lab['labels']}: reads {lab['reads']}, noreads {lab['noreads']}, silent misses "
+                     f"{lab['silent_misses']}, duplicates {lab['duplicates']}, false reads {lab['false_reads']}; "
+                     f"longest gap without a frame {r['max_frame_gap_s']} s")
     for name, s in r["sinks"].items():
         lines.append(
             f"{name:7s} delivered {s['delivered']}, queued {s['queued']}, dropped {s['dropped']}, "
