@@ -8,8 +8,14 @@ PLC ends up listening at the wrong speed.
 
 Source and sink options are not listed here: each kind's module owns them (DEFAULTS,
 KEYS, REQUIRED, TYPES), so a new camera or sink is one new file. Value checks that need
-more than a type (ranges, topics) are delegated to the sink's own validator so the
+more than a type (framing, topics) are delegated to the sink's own validator so the
 messages are the same whether the sink is built from a file or from code.
+
+Values obey one rule whatever the key, enforced here and nowhere else for the file: every
+number is finite and inside the range declared next to its key (Opt.minimum/maximum, or a
+kind's RANGES), and every string passes its TEXT_RULES rule (no control or bidi characters,
+bounded length; ids printable, hosts syntactically valid). A config that passes
+check-config cannot loop, crash or silently stop delivering because of a value.
 """
 
 from __future__ import annotations
@@ -117,10 +123,6 @@ def _is_host(name: str) -> bool:
     labels = (name[:-1] if name.endswith(".") else name).split(".")
     # All-numeric labels that are not an IP (999.1.1.1) are a typo, not a hostname.
     return all(_HOST_LABEL.fullmatch(x) for x in labels) and not all(x.isdigit() for x in labels)
-
-
-def _bounds(rng: tuple[float, float] | None) -> dict:
-    return {"minimum": rng[0], "maximum": rng[1]} if rng else {}
 
 
 def _hostname() -> str:
@@ -559,7 +561,7 @@ def _opt_for(key: str, default: Any, types: tuple | None, rng: tuple[float, floa
              text: str = "text") -> Opt | None:
     """The rule for a kind's option: its TYPES entry, else the type of its default; with
     its RANGES entry as minimum/maximum and its TEXT entry as the string rule."""
-    extra = {**_bounds(rng), "text": text}
+    extra = {"minimum": rng[0], "maximum": rng[1], "text": text} if rng else {"text": text}
     if types:
         t = tuple(types)
         if type(None) in t:
