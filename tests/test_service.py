@@ -514,3 +514,24 @@ def test_trigger_events_in_order_repeats_ignored_and_wrong_source_refused():
     c = Trigger("continuous")
     c.push(False)
     assert c.poll() == [] and c.reading
+
+
+def test_status_and_stopped_lines_say_sink_states_and_what_is_still_queued(tmp_path, caplog):
+    """Repro: 9 results were queued in the outbox and the stopped line said nothing."""
+    sinks = [{"kind": "jsonl", "name": "out", "path": str(tmp_path / "out.jsonl")},
+             {"kind": "mqtt", "name": "plant", "host": "127.0.0.1", "port": 9, "qos": 1}]  # nobody there
+    path = make_config(tmp_path, source={"frames": 150, "width": 640, "height": 360},
+                       sinks=sinks, extra="status_interval_s = 0.1\nshutdown_timeout_s = 0.5\n")
+    with caplog.at_level("INFO", logger="edge_runtime.service"):
+        with Running(path) as run:
+            wait_for(lambda: run.service.state == "stopped", timeout=120, what="source finished")
+    results = read_jsonl(tmp_path / "out.jsonl")
+    assert results
+    status = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "status"]
+    assert status, "no status line"
+    f = status[-1].fields
+    assert f["sinks"]["out"].startswith("up") and f["sinks"]["plant"].startswith("down")
+    assert "queued" in f["sinks"]["plant"] and f["queued"]["plant"] >= 1
+    (stopped,) = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "stopped"]
+    assert stopped.fields["queued"] == {"out": 0, "plant": len(results)}
+    assert f"plant {len(results)}" in stopped.getMessage()
