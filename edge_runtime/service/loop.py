@@ -90,6 +90,11 @@ class Service:
         self._waiting: deque[tuple[str, Callable[[int], dict]]] = deque()
         self._ids_error: str | None = None
         self._housekeeping_errlog = -1e9
+        # Read-only watchers of the line (the web view): `frame(frame, codes, unread)` after
+        # each frame is read, `results(list)` after each batch went to the sinks. They must
+        # return at once (copy what they need); an exception is logged, never propagated.
+        self.observers: list[Any] = []
+        self._observer_errlog = -1e9
         # systemd: READY/RELOADING/STOPPING and a watchdog fed only by processed frames.
         # No-ops without NOTIFY_SOCKET (tests, a terminal).
         self.notifier = Notifier.from_env()
@@ -505,6 +510,7 @@ class Service:
             window.frames += 1
             window.last_frame = frame.index
         if not trig.reading:
+            self._observe("frame", frame, [], [])
             return
         # an exception here is a frame error (_loop)
         events = trig.mode == "continuous" and self.config["reader"]["noread_events"]
@@ -545,6 +551,20 @@ class Service:
         t4 = time.perf_counter()
         self.stats.observe("sinks", (t4 - t3) * 1000)
         self.stats.observe("total", (t4 - t1) * 1000)
+        self._observe("frame", frame, codes, unread)
+
+    def _observe(self, what: str, *args: Any) -> None:
+        for obs in self.observers:
+            fn = getattr(obs, what, None)
+            if fn is None:
+                continue
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - a viewer must never cost the line a frame
+                now = time.monotonic()
+                if now - self._observer_errlog >= _SINK_ERROR_LOG_S:
+                    self._observer_errlog = now
+                    log.exception("observer %s failed on %s", type(obs).__name__, what)
 
     def _emit_noreads(self, gone: list) -> None:
         """Labels the detector saw that left the view without a read: one noread each."""
@@ -622,6 +642,7 @@ class Service:
                     self._sink_failed(sink, batch[0]["id"], exc)
                     continue
                 self.stats.sink_emitted[sink.name] = self.stats.sink_emitted.get(sink.name, 0) + len(batch)
+        self._observe("results", results)
 
     def _sink_failed(self, sink: Any, rid: int, exc: Exception) -> None:
         self.stats.sink_errors[sink.name] = self.stats.sink_errors.get(sink.name, 0) + 1
