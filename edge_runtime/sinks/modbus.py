@@ -159,7 +159,8 @@ class _Handler(ServerRequestHandler):
         self._sink = sink
         self.peer = "?"
         self.last_rx = time.monotonic()
-        super().__init__(owner, None, self._trace_pdu, None)
+        self._last_fc = 0
+        super().__init__(owner, self._trace_packet, self._trace_pdu, None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -175,10 +176,32 @@ class _Handler(ServerRequestHandler):
         self.last_rx = time.monotonic()
         return super().callback_data(data, addr)
 
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending and len(data) >= 8:
+            self._last_fc = data[7]  # MBAP header is 7 bytes; the function code follows
+        return data
+
     def _trace_pdu(self, sending: bool, pdu: Any) -> Any:
         if sending and isinstance(pdu, ExceptionResponse):
+            if pdu.function_code == 0x80 and self._last_fc:
+                # pymodbus answers a function code it cannot decode with 0x80; the standard
+                # answer is the request's code with the high bit set.
+                pdu.function_code = (self._last_fc & 0x7F) | 0x80
             self._sink._bad_request(self.peer, pdu.function_code & 0x7F, pdu.exception_code)
         return pdu
+
+
+class _QuietDecodeErrors(logging.Filter):
+    """pymodbus warns on every frame it cannot decode; the sink logs those itself, rate limited,
+    so a PLC sending garbage in a loop cannot fill the journal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable to decode")
+
+
+_PYMODBUS_LOG = logging.getLogger("pymodbus.logging")
+if not any(isinstance(f, _QuietDecodeErrors) for f in _PYMODBUS_LOG.filters):
+    _PYMODBUS_LOG.addFilter(_QuietDecodeErrors())
 
 
 class _Server(ModbusTcpServer):
