@@ -16,6 +16,7 @@ KINDS = {
     "jsonl": "edge_runtime.sinks.jsonl:JsonlSink",
     "mqtt": "edge_runtime.sinks.mqtt:MqttSink",
     "serial": "edge_runtime.sinks.serial:SerialSink",
+    "opcua": "edge_runtime.sinks.opcua:OpcuaSink",
     "modbus": "edge_runtime.sinks.modbus:ModbusSink",
 }
 
