@@ -2,24 +2,37 @@
 
 `Reader().read(frame)` returns every code it can find, trying the cheap thing first
 (zxing-cpp on the whole frame, ~1 ms) and spending more only when that read nothing:
-other binarizers, contrast and upscaling retries, then OpenCV and ZBar, each an
-independent finder search that reads codes the others miss. Retries stop at the frame
-deadline so one hard frame never makes the line late.
+per detected code, enhancements, blind deblurring and an erasure decoder on the rectified
+crop; on the whole frame, other binarizers, contrast and upscaling retries, then OpenCV
+and ZBar, each an independent finder search that reads codes the others miss. Retries
+stop at the frame deadline (`budget`) so one hard frame never makes the line late, and
+run on the board's other cores too.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
 from edge_runtime import decode as decoders
 from edge_runtime import detect as detectors
 from edge_runtime import roi
+from edge_runtime.budget import Attempt, Budget, Follow, FrameWork
 from edge_runtime.code import Code
-from edge_runtime.enhance import deblur, glare, ops
+from edge_runtime.enhance import deblur, glare, ops, psf
+
+try:  # the erasure decoder (issue 14 item 4); the reader works without it
+    from edge_runtime.decode.grid import GridDecoder
+except ImportError:  # pragma: no cover - only while that module is absent
+    GridDecoder = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +42,20 @@ _UPSCALE_MAX_PIXELS = 1_400_000
 # OpenCV and ZBar slow down sharply on phone-camera frames; a copy at this size
 # keeps them near 30 ms and codes in such photos are large.
 _FALLBACK_MAX_SIDE = 1600
-# An attempt never measured is run anyway, once, after being skipped this many times: see
-# Reader._timed.
-_PROBE_AFTER_SKIPS = 8
+# Crop sides are learned in steps of this many px: a 480 px crop costs ~9x a 160 px one,
+# and one key for both would either skip small crops' retries or overrun on large ones.
+_SIDE_STEP = 80
+_SWITCH_INTERVAL_S = 0.001
+
+
+def default_workers() -> int:
+    """Worker threads besides the caller's: one per other core the process may use (at
+    least one, so a never-measured attempt is tried off the frame's critical path)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 class Reader:
@@ -45,6 +69,8 @@ class Reader:
       blur_angle   direction of motion blur in degrees (0 = along x, the conveyor), None = estimate
       blur_lengths smear lengths in px to try first (e.g. speed x exposure), estimated when empty
       noread_score a detection this confident that nothing could read becomes a noread
+      workers      threads besides the caller's for the detector and retries (default: one
+                   per other core; 0 = everything on the calling thread)
       model        detector model version ("" = the newest that passes its checks)
       keep         the running detector, kept if the wanted model version is refused (reload)
     """
@@ -59,6 +85,7 @@ class Reader:
         blur_angle: float | None = None,
         blur_lengths: Iterable[float] = (),
         noread_score: float = 0.6,
+        workers: int | None = None,
         **detector_options,
     ) -> None:
         loaded = {n: decoders.load(n) for n in decoders_}
@@ -71,17 +98,46 @@ class Reader:
         self.detector = choice.detector
         self.model_version: str | None = choice.version
         self.model_fallback: str | None = choice.fallback
-        self.deadline_ms = deadline_ms
+        self.budget = Budget(deadline_ms)
         self.retries = retries
         self.blur_angle = blur_angle
         self.blur_lengths = [float(x) for x in blur_lengths]
         self.noread_score = noread_score
-        self._cost: dict = {}  # attempt -> ms it usually takes here (for the deadline)
-        self._unmeasured_skips: dict = {}  # attempt -> times skipped before it was ever measured
+        self.workers = default_workers() if workers is None else max(0, int(workers))
+        self._pool: ThreadPoolExecutor | None = None
+        self.grid = GridDecoder() if GridDecoder is not None else None
+        # cv2.QRCodeDetector objects are not re-entrant: one OpenCV attempt at a time.
+        self._locks = {"opencv": threading.Lock()}
+
+    @property
+    def deadline_ms(self) -> float | None:
+        return self.budget.deadline_ms
 
     @property
     def available(self) -> list[str]:
         return list(self.decoders)
+
+    def close(self) -> None:
+        """Stop the worker threads (they also end when the Reader is garbage-collected)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _executor(self) -> ThreadPoolExecutor | None:
+        if self.workers and self._pool is None:
+            # A thread waiting for the GIL gets it after at most this interval; Python's
+            # default 5 ms is a third of a 16 ms frame, and a worker in a numpy-light
+            # stretch of Python (grid sampling, the blur estimate) would hold the caller
+            # past its deadline. Process-wide, so only ever lowered.
+            sys.setswitchinterval(min(sys.getswitchinterval(), _SWITCH_INTERVAL_S))
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="reader")
+        return self._pool
 
     def read(self, frame: np.ndarray, *, noreads: bool = False) -> list[Code]:
         """Codes in `frame` (BGR or gray uint8). With `noreads`, also one Code of
@@ -93,28 +149,37 @@ class Reader:
         gray = ops.to_gray(frame)
         if gray.size == 0:
             return []
+        pool, b = self._executor(), self.budget
         found: list[Code] = []
+        dkey = ("detect", gray.shape)
+        pending = None
+        if self.detector is not None and pool is not None and b.allows(dkey, t0, thread="worker"):
+            # The model runs beside the direct pass: both release the GIL.
+            pending = pool.submit(b.timed, dkey, lambda: self.detector.detect(gray))
         primary = next(iter(self.decoders))
-        _merge(found, self._run(primary, gray), "direct")
+        # The direct pass always runs: it is the floor the reader never reads below.
+        _merge(found, b.timed(("direct", gray.shape), lambda: self._run(primary, gray)), "direct")
         missed: list = []
+        crops: list = []
         if self.detector is not None:
-            dets = self.detector.detect(gray)
+            dets = self._detections(pending, gray, t0)
             missed = [d for d in dets if not any(roi.contains(d.corners, c.center) for c in found)]
-            for det in sorted(missed, key=lambda d: -d.score):
-                if self._late(t0):
-                    break
-                _merge(found, self._read_roi(gray, det, t0), None)
-            missed = [d for d in missed if not any(roi.contains(d.corners, c.center) for c in found)]
+            missed.sort(key=lambda d: -d.score)
+            crops = [roi.rectify(gray, d.corners) for d in missed]
+        groups = [list(self._roi_attempts(crop, h_inv, d.corners)) for (crop, h_inv), d in zip(crops, missed)]
+        fallback = []
         if not found and self.retries:
-            # Nothing read at all (the detector, if any, missed it or its ROIs failed):
-            # the whole-frame cascade, so a detector never makes the reader read less.
-            for key, (stage, attempt) in enumerate(self._attempts(gray)):
-                codes = self._timed(("frame", gray.shape, key), attempt, t0)
-                if codes is None:
-                    continue
-                _merge(found, codes, stage)
-                if found:
-                    break
+            # Nothing read at all: the whole-frame cascade too, so a detector never makes
+            # the reader read less. It shares the budget with the ROIs and is dropped as
+            # soon as one of them reads.
+            fallback = [len(groups)]
+            groups.append(list(self._attempts(gray)))
+        for g, (a, codes) in sorted(FrameWork(b, t0, groups, fallback).run(pool, self.workers).items()):
+            if g < len(crops):
+                for c in codes:
+                    c.corners = roi.map_points(crops[g][1], c.corners)
+            _merge(found, codes, a.stage)
+        missed = [d for d in missed if not any(roi.contains(d.corners, c.center) for c in found)]
         elapsed = (time.perf_counter() - t0) * 1000.0
         for c in found:
             c.elapsed_ms = elapsed
@@ -124,73 +189,69 @@ class Reader:
                     found.append(Code(text="", raw=b"", corners=list(d.corners), stage="noread", kind="noread", elapsed_ms=elapsed))
         return found
 
-    def _read_roi(self, gray: np.ndarray, det, t0: float) -> list[Code]:
-        """Decode one detected code: rectified full-resolution crop, then enhancements in
-        the order of their expected benefit, until one reads or the deadline passes."""
-        crop, h_inv = roi.rectify(gray, det.corners)
-        for key, (stage, name, make) in enumerate(self._roi_attempts(crop)):
-            dec = self.decoders.get(name)
-            if dec is None:
-                continue
-            codes = self._timed(("roi", key), lambda: dec.decode(make(), fast=True), t0)
-            if codes:
-                for c in codes:
-                    c.corners = roi.map_points(h_inv, c.corners)
-                    c.stage = stage
-                return codes
-        return []
+    def _detections(self, pending, gray: np.ndarray, t0: float) -> list:
+        """The detector's quads, or none if they would come after the deadline (the late
+        result is dropped; the model's own lock keeps the next frame's call behind it)."""
+        b, key = self.budget, ("detect", gray.shape)
+        if pending is None:
+            if b.allows(key, t0):
+                return b.timed(key, lambda: self.detector.detect(gray))
+            return []
+        left = b.remaining(t0)
+        try:
+            return pending.result(timeout=None if left == float("inf") else max(0.0, left) / 1000.0)
+        except FutureTimeout:
+            return []
 
-    def _roi_attempts(self, crop: np.ndarray):
-        z = "zxing"
-        yield "roi", z, lambda: crop
-        yield "enhanced", z, lambda: ops.stretch(crop)
-        yield "enhanced", z, lambda: ops.local_normalize(crop)
-        yield "enhanced", z, lambda: glare.suppress(crop)
-        yield "fallback", "zbar", lambda: crop
-        yield "enhanced", z, lambda: ops.clahe(crop)
-        yield "enhanced", z, lambda: ops.sharpen(crop, amount=2.0)
-        angle = self.blur_angle if self.blur_angle is not None else deblur.blur_direction(crop)
-        lengths = list(self.blur_lengths)
-        est = deblur.blur_length(crop, angle)
-        if est is not None:
-            lengths.append(est)
-        for extra in (6.0, 9.0, 12.0, 4.0, 15.0):
-            if all(abs(extra - x) > 1.5 for x in lengths):
-                lengths.append(extra)
-        for n in lengths:
-            yield "enhanced", z, lambda n=n: deblur.wiener(crop, n, angle)
-        yield "fallback", "opencv", lambda: crop
+    def _roi_attempts(self, crop: np.ndarray, h_inv: np.ndarray, quad) -> Iterator[Attempt]:
+        """One detected code's attempts, in the order of their expected benefit; each key
+        names what it does and the crop size, which is what its cost depends on."""
+        side = -(-crop.shape[0] // _SIDE_STEP) * _SIDE_STEP
 
-    def _timed(self, key, attempt, t0: float):
-        """Run `attempt` unless its usual cost would overrun the deadline (None = skipped).
+        def zx(name: str, stage: str, make: Callable[[], np.ndarray]) -> Attempt:
+            return Attempt((name, side), lambda: self._run("zxing", make(), fast=True), stage)
 
-        Checking only whether the deadline has passed would let a 60 ms OpenCV pass start
-        at 30 ms and finish far too late; each attempt's cost is learned as it runs (per
-        frame size). An attempt not yet measured is assumed to take half the budget, so
-        it is first tried on a frame where the earlier work was quick. On a slow CPU no frame
-        is that quick (a 16 ms detector and a 4 ms first pass leave 13 of 33 ms), and an
-        attempt that is never run is never measured: after a few skips it is run once where
-        the frame still has time left, and from then on its measured cost decides."""
-        if self.deadline_ms is not None:
-            spent = (time.perf_counter() - t0) * 1000.0
-            cost = self._cost.get(key)
-            if spent + (0.5 * self.deadline_ms if cost is None else cost) > self.deadline_ms:
-                if cost is not None or spent >= self.deadline_ms:
-                    return None
-                skips = self._unmeasured_skips.get(key, 0)
-                if skips < _PROBE_AFTER_SKIPS:
-                    self._unmeasured_skips[key] = skips + 1
-                    return None
-        a = time.perf_counter()
-        codes = attempt()
-        ms = (time.perf_counter() - a) * 1000.0
-        # A slowly decaying maximum: spikes are remembered (they are what overruns a
-        # deadline) and forgotten over a few dozen frames.
-        self._cost[key] = max(ms, 0.95 * self._cost.get(key, 0.0))
-        return codes
+        if "zxing" in self.decoders:
+            yield zx("zxing", "roi", lambda: crop)
+            yield zx("stretch", "enhanced", lambda: ops.stretch(crop))
+            yield zx("normalize", "enhanced", lambda: ops.local_normalize(crop))
+            yield zx("glare", "enhanced", lambda: glare.suppress(crop))
+        if self.grid is not None:
+            # Reed-Solomon with erasures reads blotted and scratched codes whose finders
+            # the others still see but whose modules they cannot all trust.
+            inner = roi.map_points(np.linalg.inv(h_inv), quad)
+            yield Attempt(("grid", side), lambda: self.grid.decode(crop, fast=True, quad=inner), "roi")
+        if "zbar" in self.decoders:
+            yield Attempt(("zbar", side), lambda: self._run("zbar", crop), "fallback")
+        if "zxing" in self.decoders:
+            yield zx("clahe", "enhanced", lambda: ops.clahe(crop))
+            yield zx("sharpen", "enhanced", lambda: ops.sharpen(crop, amount=2.0))
+            # The blur estimate is its own step (a few ms of FFTs); its candidates follow it.
+            yield Attempt(("psf", side), lambda: Follow([zx("wiener", "enhanced", lambda n=n, a=a: deblur.wiener(crop, n, a))
+                                                        for n, a in self._blur_candidates(crop, h_inv)]))
+        if "opencv" in self.decoders:
+            yield Attempt(("opencv", side), lambda: self._exclusive("opencv", crop), "fallback")
 
-    def _late(self, t0: float) -> bool:
-        return self.deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 >= self.deadline_ms
+    def _blur_candidates(self, crop: np.ndarray, h_inv: np.ndarray) -> list[tuple[float, float]]:
+        """(length, angle) smears to undo, in crop coordinates: the configured belt
+        direction and speed x exposure (frame px) mapped through the rectifying warp."""
+        centre = ((crop.shape[1] - 1) / 2.0, (crop.shape[0] - 1) / 2.0)
+        angle = None
+        if self.blur_angle is not None:
+            angle = psf.frame_to_crop(h_inv, centre, 10.0, self.blur_angle)[1]
+        # The warp scales every direction about alike; without a belt angle, x is as good as any.
+        lengths = [psf.frame_to_crop(h_inv, centre, n, self.blur_angle or 0.0)[0] for n in self.blur_lengths]
+        return psf.deblur_candidates(crop, angle_hint=angle, length_hints=lengths)
+
+    def _exclusive(self, name: str, gray: np.ndarray, scale: float = 1.0) -> list[Code]:
+        """Run a backend that is not re-entrant, or skip it if another thread is in it."""
+        lock = self._locks[name]
+        if not lock.acquire(blocking=False):  # waiting could overrun the deadline
+            return []
+        try:
+            return self._run(name, gray, scale)
+        finally:
+            lock.release()
 
     def _run(self, name: str, gray: np.ndarray, scale: float = 1.0, **kw) -> list[Code]:
         dec = self.decoders.get(name)
@@ -202,34 +263,62 @@ class Reader:
                 c.corners = [(x / scale, y / scale) for x, y in c.corners]
         return codes
 
-    def _attempts(self, gray: np.ndarray) -> Iterable[tuple[str, Callable[[], list[Code]]]]:
+    def _attempts(self, gray: np.ndarray) -> Iterator[Attempt]:
         """Whole-frame retries, best rescues per millisecond first (measured on the bench
         frames zxing-cpp alone misses: a second binarizer ~1 ms, 2x upscale ~9 ms, strong
         unsharp mask ~8 ms, CLAHE, contrast stretch, illumination normalisation; then the
-        independent finders of ZBar (~40 ms) and OpenCV (~45 ms), then ZBar upscaled)."""
-        z = "zxing"
+        independent finders of ZBar (~40 ms) and OpenCV (~45 ms), then ZBar upscaled).
+        The big ones are single calls: the budget skips them when their learned cost does
+        not fit, which on a 16 ms deadline is always, and a worker measures them once."""
+        z, shape = "zxing", gray.shape
+
+        def at(name: str, stage: str, run: Callable[[], list[Code]]) -> Attempt:
+            return Attempt(("frame", name, shape), run, stage)
+
         small_frame = gray.size <= _UPSCALE_MAX_PIXELS
         if z in self.decoders:
-            yield "enhanced", lambda: self._run(z, gray, binarizer="GlobalHistogram")
+            yield at("global", "enhanced", lambda: self._run(z, gray, binarizer="GlobalHistogram"))
             if small_frame:
-                yield "enhanced", lambda: self._run(z, ops.upscale(gray, 2.0), 2.0, fast=True)
-            yield "enhanced", lambda: self._run(z, ops.sharpen(gray, amount=2.0))
+                # In tiles: one 2x pass over the frame costs ~10 ms and cannot be stopped,
+                # a tile ~3 ms, so the budget can fit some and the workers share them.
+                for y, x, tile in _tiles(gray):
+                    yield Attempt(("frame", "upscale-tile", tile.shape),
+                                  lambda y=y, x=x, tile=tile: _shifted(self._run(z, ops.upscale(tile, 2.0), 2.0, fast=True), x, y),
+                                  "enhanced")
+            yield at("sharpen", "enhanced", lambda: self._run(z, ops.sharpen(gray, amount=2.0)))
         if "zbar" in self.decoders and small_frame and min(gray.shape) >= 64:
             # ZBar's scanlines see through glare that breaks zxing's binarizer; at half
             # resolution it costs ~5 ms instead of ~22 and keeps most of those rescues.
-            yield "fallback", lambda: self._run("zbar", _half(gray), 0.5)
+            yield at("zbar-half", "fallback", lambda: self._run("zbar", _half(gray), 0.5))
         if z in self.decoders:
-            yield "enhanced", lambda: self._run(z, ops.clahe(gray))
-            yield "enhanced", lambda: self._run(z, ops.stretch(gray))
-            yield "enhanced", lambda: self._run(z, ops.local_normalize(gray))
+            yield at("clahe", "enhanced", lambda: self._run(z, ops.clahe(gray)))
+            yield at("stretch", "enhanced", lambda: self._run(z, ops.stretch(gray)))
+            yield at("normalize", "enhanced", lambda: self._run(z, ops.local_normalize(gray)))
         small, s = _shrink(gray, _FALLBACK_MAX_SIDE)
-        for name in ("zbar", "opencv"):
-            if name in self.decoders:
-                yield "fallback", lambda name=name: self._run(name, small, s)
+        if "zbar" in self.decoders:
+            yield at("zbar", "fallback", lambda: self._run("zbar", small, s))
+        if "opencv" in self.decoders:
+            yield at("opencv", "fallback", lambda: self._exclusive("opencv", small, s))
         if "zbar" in self.decoders and small_frame:
-            yield "fallback", lambda: self._run("zbar", ops.upscale(gray, 2.0), 2.0)
+            yield at("zbar-up", "fallback", lambda: self._run("zbar", ops.upscale(gray, 2.0), 2.0))
         if "zbar" in self.decoders and s != 1.0:
-            yield "fallback", lambda: self._run("zbar", gray)
+            yield at("zbar-full", "fallback", lambda: self._run("zbar", gray))
+
+
+def _tiles(gray: np.ndarray, n: int = 2, overlap: int = 96) -> list[tuple[int, int, np.ndarray]]:
+    """n x n views of the frame, overlapping so that a code small enough to need
+    upscaling (< ~90 px) lies whole in at least one of them."""
+    h, w = gray.shape
+    th, tw = min(h, -(-h // n) + overlap), min(w, -(-w // n) + overlap)
+    ys = sorted({round(i * (h - th) / max(1, n - 1)) for i in range(n)})
+    xs = sorted({round(i * (w - tw) / max(1, n - 1)) for i in range(n)})
+    return [(y, x, gray[y : y + th, x : x + tw]) for y in ys for x in xs]
+
+
+def _shifted(codes: list[Code], dx: int, dy: int) -> list[Code]:
+    for c in codes:
+        c.corners = [(px + dx, py + dy) for px, py in c.corners]
+    return codes
 
 
 def _half(gray: np.ndarray) -> np.ndarray:
