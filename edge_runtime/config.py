@@ -164,7 +164,7 @@ SECTIONS: dict[str, dict[str, Opt]] = {
     },
     "trigger": {
         "mode": Opt((str,), "continuous", choices=("continuous", "window", "single")),
-        "source": Opt((str,), "signal", choices=("signal", "serial", "mqtt", "opcua")),
+        "source": Opt((str,), "signal", choices=("signal", "serial", "mqtt", "opcua", "modbus")),
         "noread": Opt((bool,), True),
         "start_open": Opt((bool,), False),
     },
@@ -553,7 +553,7 @@ class _Validator:
     def cross(self, data: dict) -> None:
         trig = data["trigger"]
         kinds = {s["kind"] for s in data["sinks"]}
-        if trig["mode"] != "continuous" and trig["source"] in ("serial", "mqtt", "opcua") and trig["source"] not in kinds:
+        if trig["mode"] != "continuous" and trig["source"] in ("serial", "mqtt", "opcua", "modbus") and trig["source"] not in kinds:
             self.err("trigger.source", f"{shown(trig['source'])} needs a [[sinks]] entry with kind = {shown(trig['source'])}")
 
 

@@ -34,7 +34,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MODES = ("continuous", "window", "single")
-SOURCES = ("signal", "serial", "mqtt", "opcua")
+SOURCES = ("signal", "serial", "mqtt", "opcua", "modbus")
 
 MAX_EVENTS_PER_POLL = 2000
 # A window waiting for its first frame closes anyway this long after its LOFF (a stalled
