@@ -6,6 +6,8 @@ import cv2
 
 from edge_runtime import Code, Reader
 from edge_runtime import decode as decoders
+from edge_runtime import roi
+from edge_runtime.enhance import deblur
 from edge_runtime.budget import Attempt, Budget, Follow, FrameWork, may_start
 from qrgen import on_canvas, qr_image, warp_small
 
@@ -227,3 +229,97 @@ def test_opencv_binary_payload_with_nul_is_exact_not_truncated():
     payload = b"AB\x00CD\x93\xfa"
     codes = decoders.load("opencv").decode(on_canvas(qr_image(payload, module_px=4, mode="byte"), size=(300, 300), at=(20, 20)))
     assert [c.raw for c in codes] == [payload]
+
+
+class _KnownQuads:
+    """A detector that 'finds' the codes the test drew, so the ROI path is tested on its own."""
+
+    def __init__(self, quads):
+        self.quads = quads
+
+    def detect(self, gray):
+        from edge_runtime.detect import Detection
+
+        return [Detection(corners=list(q), score=0.9) for q in self.quads]
+
+
+def _smeared(payload, module_px, angle, seed, size=(480, 640), at=(120, 180), contrast=1.0):
+    """A code smeared by `3 * module_px` along `angle` (in linear light, as a camera
+    integrates), with its inner quad (the code without quiet zone) in frame coordinates."""
+    from edge_runtime.enhance import deblur
+
+    code = qr_image(payload, module_px=module_px)
+    lin = (on_canvas(code, size=size, at=at, fill=255).astype(np.float32) / 255.0) ** 2.2
+    lin = 1.0 - contrast * (1.0 - lin)
+    k = np.fft.fftshift(deblur.line_psf(3 * module_px, angle, (63, 63)))
+    out = np.clip(cv2.filter2D(lin, -1, k, borderType=cv2.BORDER_REFLECT), 0.0, 1.0)
+    noisy = out ** (1 / 2.2) * 255.0 + np.random.default_rng(seed).normal(0, 1.0, out.shape)
+    y, x = at
+    q0, q1 = 4 * module_px, code.shape[0] - 4 * module_px
+    quad = [(x + q0, y + q0), (x + q1, y + q0), (x + q1, y + q1), (x + q0, y + q1)]
+    return np.clip(noisy, 0, 255).astype(np.uint8), quad
+
+
+@pytest.mark.parametrize("seed", [0, 2, 4])
+def test_roi_smeared_three_modules_at_a_random_angle_is_deblurred_and_read(seed, monkeypatch):
+    angle = float(np.random.default_rng(seed).uniform(0, 180))
+    frame, quad = _smeared(f"SMEAR-{seed}", 5, angle, seed)
+    assert decoders.load("zxing").decode(frame) == [], "precondition: zxing-cpp alone cannot read it"
+    r = Reader(detector="none", workers=0)
+    r.detector = _KnownQuads([quad])
+    codes = r.read(frame)
+    assert [c.text for c in codes] == [f"SMEAR-{seed}"]
+    assert roi.contains(quad, codes[0].center) and codes[0].stage == "enhanced"
+    # and it is the blind deblur that read it: without Wiener nothing does
+    monkeypatch.setattr(deblur, "wiener", lambda crop, length, angle, **kw: crop)
+    assert Reader(detector="none", workers=0, deadline_ms=None).read(frame) == []
+    r.detector = _KnownQuads([quad])
+    assert r.read(frame) == []
+
+
+def test_worker_pool_reads_the_same_codes_as_serial_on_a_multi_code_frame():
+    """Three smeared codes (only the ROI retries read them) and one sharp one (the direct
+    pass does): with workers the ROI groups run in parallel and must find the same."""
+    frame = np.full((720, 1280), 255, np.uint8)
+    quads = []
+    for i, (y, x) in enumerate([(40, 40), (40, 700), (380, 380)]):
+        img, quad = _smeared(f"MULTI-{i}", 5, (47.0, 115.0, 145.0)[i], i, size=(300, 300), at=(50, 50))
+        frame[y : y + 300, x : x + 300] = img
+        quads.append([(px + x, py + y) for px, py in quad])
+    frame[420:420 + 140, 900:900 + 140] = qr_image("SHARP", module_px=5)[:140, :140]
+
+    def read(workers):
+        r = Reader(detector="none", workers=workers)
+        r.detector = _KnownQuads(quads)
+        with r:
+            return sorted((c.text, round(c.center[0] / 10), round(c.center[1] / 10)) for c in r.read(frame))
+
+    serial = read(0)
+    assert [t for t, *_ in serial] == ["MULTI-0", "MULTI-1", "MULTI-2", "SHARP"]
+    assert read(2) == serial
+
+
+def test_grid_decoder_is_an_roi_attempt_with_the_detected_quad_in_crop_coordinates(monkeypatch):
+    """The erasure decoder gets the rectified crop and the detector's quad mapped into it."""
+    frame = on_canvas(qr_image("GRID", module_px=6), size=(480, 640), at=(100, 150))
+    side = qr_image("GRID", module_px=6).shape[0]
+    q0, q1 = 24, side - 24
+    quad = [(150 + q0, 100 + q0), (150 + q1, 100 + q0), (150 + q1, 100 + q1), (150 + q0, 100 + q1)]
+    r = Reader(detector="none", workers=0)
+    r.detector = _KnownQuads([quad])
+    monkeypatch.setattr(r.decoders["zxing"], "decode", lambda gray, **kw: [])  # only the grid can read
+    seen = []
+    real = r.grid.decode
+
+    def spy(gray, **kw):
+        seen.append((gray.shape, kw["quad"]))
+        return real(gray, **kw)
+
+    monkeypatch.setattr(r.grid, "decode", spy)
+    codes = r.read(frame)
+    assert "GRID" in [c.text for c in codes]
+    (h, w), inner = seen[0]
+    # rectify's 25 % margin: the code's corners sit at 0.25 / 1.5 of the crop side from its edges
+    m = 0.25 / 1.5 * (w - 1)
+    assert np.allclose(inner, [(m, m), (w - 1 - m, m), (w - 1 - m, h - 1 - m), (m, h - 1 - m)], atol=1.5)
+    assert next(c for c in codes if c.text == "GRID").stage == "roi"
