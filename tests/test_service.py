@@ -119,6 +119,11 @@ def test_every_label_read_once_ids_increasing_schema_valid(tmp_path):
         VALIDATOR.validate(r)
     ids = [r["id"] for r in results]
     assert ids == sorted(set(ids)) and ids[0] >= 1
+    # A label only entering the view as the source ends is detected, never read: its noread
+    # comes with the end of the source. No other noread on this clean belt.
+    noreads = [r for r in results if r["kind"] == "noread"]
+    assert all(r["frame"] >= frames - 5 for r in noreads), noreads
+    results = [r for r in results if r["kind"] == "read"]
     texts = [r["text"] for r in results]
     assert len(texts) == len(set(texts)), "a label was reported twice"
     truth = truths_for(SOURCE, frames)
@@ -127,7 +132,7 @@ def test_every_label_read_once_ids_increasing_schema_valid(tmp_path):
     assert well_seen <= set(texts), f"missed: {well_seen - set(texts)}"
     assert set(texts) <= {p.decode() for p in truth}, "a result that was never on the belt"
     assert svc.stats.frames == frames and svc.stats.reads == len(results)
-    assert all(r["device_id"] == "test-dev" and r["kind"] == "read" for r in results)
+    assert all(r["device_id"] == "test-dev" for r in results)
 
 
 def test_ids_continue_above_previous_run(tmp_path):
@@ -147,7 +152,7 @@ def test_a_failing_sink_never_stops_the_loop_or_the_other_sinks(tmp_path):
     svc = Service(config.load(str(make_config(tmp_path, source={"frames": 90}, sinks=sinks))))
     assert svc.run(install_signals=False) == 0
     good = read_jsonl(tmp_path / "out.jsonl")
-    assert len(good) == svc.stats.reads > 0
+    assert len(good) == svc.stats.reads + svc.stats.noreads and svc.stats.reads > 0
     assert svc.stats.sink_errors["full"] == len(good)
     assert svc.stats.sink_emitted["out"] == len(good)
 
