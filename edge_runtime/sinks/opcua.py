@@ -67,6 +67,7 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 STATUS_INTERVAL_S = 1.0  # DeviceStatus and counters refresh
 START_TIMEOUT_S = 30.0  # asyncua builds its standard address space first (a few s on ARM)
+CLOSE_GRACE_S = 0.5
 _LOG_ONCE_MAX = 256  # distinct "logged once" messages remembered
 
 
@@ -267,6 +268,9 @@ class OpcuaSink:
         deadline = time.monotonic() + timeout
         while self._queued and time.monotonic() < deadline and self._thread.is_alive():
             time.sleep(0.01)
+        if self._clients() and self._thread.is_alive():
+            # Subscribers get the last events at their next publish cycle: give them one.
+            time.sleep(min(CLOSE_GRACE_S, max(0.0, deadline - time.monotonic())))
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
             try:

@@ -50,6 +50,7 @@ _OPERATION_STATUS = [
     "WRITE_ERROR", "NOT_SUPPORTED_BY_DEVICE", "NOT_SUPPORTED_BY_TAG", "DEVICE_NOT_READY",
     "INVALID_CONFIGURATION", "RF_COMMUNICATION_ERROR", "DEVICE_FAULT", "TAG_HAS_LOW_BATTERY",
 ]
+EVENT_TYPE = "EdgeRuntimeScanEventType"  # our concrete scan event (string id in VENDOR_URI)
 NOT_GRADED = -1.0  # OpticalScanResult.Grade until the print-quality work grades codes
 
 # Counters published under the device's Counters object: (browse name, where in the status).
@@ -132,7 +133,7 @@ async def build(server: Server, device_id: str, device_name: str, handlers: dict
     await optical_ev_t.write_attribute(ua.AttributeIds.IsAbstract, ua.DataValue(True))
     # Concrete subtype in our namespace: a client filtering on OpticalScanEventType gets it,
     # and one that knows us also gets the corners, the id and the whole result.
-    ev_t = await optical_ev_t.add_object_type(vi, "EdgeRuntimeScanEventType")
+    ev_t = await optical_ev_t.add_object_type(ua.NodeId(EVENT_TYPE, vi), ua.QualifiedName(EVENT_TYPE, vi))
     await ev_t.add_property(vi, "ResultId", ua.Variant(0, ua.VariantType.UInt64))
     await ev_t.add_property(vi, "ResultKind", "", varianttype=ua.VariantType.String)
     await ev_t.add_property(vi, "Corners", ua.Variant([], ua.VariantType.Double))
