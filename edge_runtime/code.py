@@ -42,6 +42,9 @@ class Code:
     # Reed–Solomon use of a read, for print-quality work: {"corrected", "erased", "capacity"}
     # (codewords). Only decoders that know it (the grid decoder) fill it in.
     ec: dict | None = None
+    # Print quality of a read (edge_runtime.quality.measure), filled by attach_quality
+    # after the read: the "quality" object of the result, None when not measured.
+    quality: dict | None = None
 
     @property
     def center(self) -> tuple[float, float]:

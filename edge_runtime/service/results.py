@@ -60,7 +60,14 @@ def read_result(
             "frames": track.frames,
         }
     )
+    if code.quality is not None:
+        result["quality"] = code.quality  # print quality (edge_runtime.quality), when measured
     return result
+
+
+# Why a noread happened, for maintenance: camera/lighting (nothing_detected), reader
+# (detected_not_decoded), or print (format_unreadable, too_damaged); see noread_reason.py.
+NOREAD_REASONS = ("nothing_detected", "detected_not_decoded", "format_unreadable", "too_damaged")
 
 
 def noread_result(
@@ -73,9 +80,18 @@ def noread_result(
     now: float | None = None,
     corners: list | None = None,
     stage: str = "",
+    reason: str | None = None,
 ) -> dict:
     """A trigger window closed with nothing read, or a detected label left the view
-    unread (then with its last `corners`): the PLC must still get an answer."""
+    unread (then with its last `corners`): the PLC must still get an answer.
+
+    `reason` (one of NOREAD_REASONS) defaults to what the corners say: none =
+    nothing_detected, some = detected_not_decoded; `noread_reason.reason_for` tells the
+    print-side reasons apart."""
+    if reason is None:
+        reason = "detected_not_decoded" if corners else "nothing_detected"
+    if reason not in NOREAD_REASONS:
+        raise ValueError(f"noread reason {reason!r} is not one of {', '.join(NOREAD_REASONS)}")
     return {
         "id": rid,
         "device_id": device_id,
@@ -91,4 +107,5 @@ def noread_result(
         "first_seen": rfc3339(opened),
         "last_seen": rfc3339(closed),
         "frames": int(frames),
+        "reason": reason,
     }
