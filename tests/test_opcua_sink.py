@@ -311,7 +311,7 @@ state_dir = "{tmp_path / 'state'}"
 [source]
 kind = "synthetic"
 realtime = true
-frames = 300
+frames = 1800  # ends the run if the test cannot; normally SIGTERM does
 width = 640
 height = 360
 
