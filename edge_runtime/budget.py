@@ -75,9 +75,17 @@ def may_start(cost_ms: float | None, remaining_ms: float, deadline_ms: float | N
 class Budget:
     """Learned costs (shared by all frames of a reader) and the clock of one deadline."""
 
-    def __init__(self, deadline_ms: float | None, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        deadline_ms: float | None,
+        clock: Callable[[], float] = time.perf_counter,
+        prior: Callable[[Hashable, dict], float | None] | None = None,
+    ) -> None:
+        """`prior(key, costs)`: a cost for a key never measured, derived from measured
+        ones (e.g. the same step on a smaller crop), or None."""
         self.deadline_ms = deadline_ms
         self.clock = clock
+        self.prior = prior
         self.costs: dict[Hashable, float] = {}
         self._last_run: dict[Hashable, float] = {}
         self._lock = threading.Lock()
@@ -87,8 +95,16 @@ class Budget:
             return math.inf
         return self.deadline_ms - (self.clock() - t0) * 1000.0
 
+    def cost(self, key: Hashable) -> float | None:
+        c = self.costs.get(key)
+        if c is None and self.prior is not None:
+            c = self.prior(key, self.costs)
+        return c
+
     def allows(self, key: Hashable, t0: float, *, thread: str = "alone") -> bool:
-        return may_start(self.costs.get(key), self.remaining(t0), self.deadline_ms, thread=thread)
+        if self.deadline_ms is None:
+            return True
+        return may_start(self.cost(key), self.remaining(t0), self.deadline_ms, thread=thread)
 
     def stale(self, key: Hashable, t0: float) -> bool:
         """A measured attempt too slow for what is left, not run for a while: a worker

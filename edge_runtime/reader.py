@@ -98,7 +98,7 @@ class Reader:
         self.detector = choice.detector
         self.model_version: str | None = choice.version
         self.model_fallback: str | None = choice.fallback
-        self.budget = Budget(deadline_ms)
+        self.budget = Budget(deadline_ms, prior=_scaled_cost)
         self.retries = retries
         self.blur_angle = blur_angle
         self.blur_lengths = [float(x) for x in blur_lengths]
@@ -303,6 +303,21 @@ class Reader:
             yield at("zbar-up", "fallback", lambda: self._run("zbar", ops.upscale(gray, 2.0), 2.0))
         if "zbar" in self.decoders and s != 1.0:
             yield at("zbar-full", "fallback", lambda: self._run("zbar", gray))
+
+
+def _scaled_cost(key, costs: dict) -> float | None:
+    """A crop step's cost at a size not yet measured, from the same step at other sizes:
+    the largest per-pixel cost seen, times this size's pixels, plus half again (a guess
+    should err long). None for steps never measured at any size."""
+    if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], int)):
+        return None
+    name, side = key
+    per_px = [ms / (s * s) for (n, s), ms in _crop_costs(costs) if n == name]
+    return 1.5 * max(per_px) * side * side if per_px else None
+
+
+def _crop_costs(costs: dict):
+    return [(k, v) for k, v in list(costs.items()) if isinstance(k, tuple) and len(k) == 2 and isinstance(k[1], int)]
 
 
 def _tiles(gray: np.ndarray, n: int = 2, overlap: int = 96) -> list[tuple[int, int, np.ndarray]]:

@@ -323,3 +323,19 @@ def test_grid_decoder_is_an_roi_attempt_with_the_detected_quad_in_crop_coordinat
     m = 0.25 / 1.5 * (w - 1)
     assert np.allclose(inner, [(m, m), (w - 1 - m, m), (w - 1 - m, h - 1 - m), (m, h - 1 - m)], atol=1.5)
     assert next(c for c in codes if c.text == "GRID").stage == "roi"
+
+
+def test_crop_step_at_an_unmeasured_size_is_estimated_from_measured_sizes():
+    from edge_runtime.reader import _scaled_cost
+
+    clock = _FakeClock()
+    b = Budget(16.0, clock=clock, prior=_scaled_cost)
+    b.costs.update({("zxing", 160): 1.0, ("zxing", 240): 1.8})
+    # per pixel the 160 px crop was dearer (1/160² > 1.8/240²); 320² px at that rate, +50 %
+    assert b.cost(("zxing", 320)) == pytest.approx(1.5 * 4.0)
+    assert b.cost(("glare", 320)) is None and b.cost(("frame", "clahe", (720, 1280))) is None
+    t0 = clock()
+    clock.spend(10.0)  # 6 left: the estimate (6.0) fits, so even the caller may start it
+    assert b.allows(("zxing", 320), t0, thread="caller")
+    clock.spend(0.5)
+    assert not b.allows(("zxing", 320), t0, thread="caller")
