@@ -78,7 +78,8 @@ class _Recorder:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.truths: dict[int, list[dict]] = {}
+        self.book = LabelBook()
+        self.frames = 0
         self.synth_cpu = 0.0
         self.first_ts: float | None = None
 
@@ -87,7 +88,8 @@ class _Recorder:
         frame = self.inner.read(timeout)
         self.synth_cpu += time.thread_time() - c0
         if frame is not None:
-            self.truths[frame.index] = frame.truths or []
+            self.book.add(frame.index, frame.truths or [])
+            self.frames += 1
             if self.first_ts is None:
                 self.first_ts = time.monotonic()
         return frame
@@ -170,10 +172,10 @@ def run_line(frames: int, *, seed: int = 0, deadline_ms: float = 33.0, detector:
         raise errors[0]
     src: _Recorder = holder["source"]
     rd: _TimedReader = holder["reader"]
-    report = audit(results, src.truths, px_per_frame=600.0 / fps)
-    n = max(len(src.truths), 1)
+    report = audit(results, src.book, px_per_frame=600.0 / fps)
+    n = max(src.frames, 1)
     report.update({
-        "frames": len(src.truths),
+        "frames": src.frames,
         "seed": seed, "deadline_ms": deadline_ms, "detector": detector,
         "detector_backend": getattr(getattr(rd.inner, "detector", None), "fmt", None),
         "degradations": degradations, "size": f"{width}x{height}",
@@ -198,23 +200,45 @@ def _dist(ms: list[float]) -> dict:
             "max": round(s[-1], 2)}
 
 
-def audit(results: list[dict], truths: dict[int, list[dict]], px_per_frame: float = 20.0) -> dict:
+class LabelBook:
+    """The conveyor's ground truth, compactly: per label its payload, how many frames its
+    code was entirely in view, and where it was the first and the last of them. A label
+    moves in a straight line along the belt, so two sightings place it in any frame, and a
+    100,000-frame soak keeps a few hundred bytes per label instead of every frame's truth."""
+
+    def __init__(self) -> None:
+        self.labels: dict[int, dict] = {}
+        self.last_frame = -1
+
+    def add(self, frame: int, truths: list[dict]) -> None:
+        self.last_frame = max(self.last_frame, frame)
+        for t in truths:
+            seen = (frame, _centre(t["corners"]), _size(t["corners"]))
+            lab = self.labels.get(t["label_id"])
+            if lab is None:
+                self.labels[t["label_id"]] = {"payload": bytes(t["payload"]), "frames": 1, "first": seen, "last": seen}
+            else:
+                lab["frames"] += 1
+                lab["last"] = seen
+
+
+def audit(results: list[dict], truths: dict[int, list[dict]] | LabelBook, px_per_frame: float = 20.0) -> dict:
     """Match every result to a label of the ground truth (pure: unit-testable)."""
-    labels: dict[int, dict] = {}
-    for f, ts in truths.items():
-        for t in ts:
-            lab = labels.setdefault(t["label_id"], {"payload": t["payload"], "seen": []})
-            lab["seen"].append((f, _centre(t["corners"]), _size(t["corners"])))
-    wanted = {i: lab for i, lab in labels.items() if len(lab["seen"]) >= MIN_FRAMES}
+    if not isinstance(truths, LabelBook):
+        book = LabelBook()
+        for f in sorted(truths):
+            book.add(f, truths[f])
+        truths = book
+    labels = truths.labels
+    wanted = {i: lab for i, lab in labels.items() if lab["frames"] >= MIN_FRAMES}
     by_payload: dict[bytes, list[int]] = {}
     for i, lab in labels.items():
-        by_payload.setdefault(bytes(lab["payload"]), []).append(i)
+        by_payload.setdefault(lab["payload"], []).append(i)
     got: dict[int, list[str]] = {i: [] for i in labels}
     false_reads, stray_noreads = [], []
     for r in results:
         if r["kind"] == "read":
-            raw = _raw(r)
-            ids = by_payload.get(raw)
+            ids = by_payload.get(_raw(r))
             if not ids:
                 false_reads.append(r["id"])
                 continue
@@ -227,8 +251,7 @@ def audit(results: list[dict], truths: dict[int, list[dict]], px_per_frame: floa
                 got[i].append("noread")
     # A label entering as the run ends is flushed as a noread before it was ever entirely
     # in view: the run's edge, not a stray.
-    last = max(truths) if truths else 0
-    stray_noreads = [rid for rid, f in stray_noreads if f < last - MIN_FRAMES]
+    stray_noreads = [rid for rid, f in stray_noreads if f < truths.last_frame - MIN_FRAMES]
     reads = [i for i in wanted if "read" in got[i]]
     noreads = [i for i in wanted if got[i] and "read" not in got[i]]
     silent = sorted(i for i in wanted if not got[i])
@@ -268,16 +291,16 @@ def _size(corners: list) -> float:
 
 
 def _gap(lab: dict, frame: int) -> int:
-    return min(abs(f - frame) for f, _, _ in lab["seen"])
+    return min(abs(lab["first"][0] - frame), abs(lab["last"][0] - frame))
 
 
 def _label_at(labels: dict[int, dict], frame: int, centre: tuple[float, float] | None,
               px_per_frame: float) -> int | None:
     """The label whose code was at `centre` in `frame` (extrapolated along the belt from the
-    nearest frame it was entirely in view: a noread's last corners are often at the edge)."""
+    nearest sighting: a noread's last corners are often at the edge of the view)."""
     best, best_d = None, float("inf")
     for i, lab in labels.items():
-        f, (x, y), size = min(lab["seen"], key=lambda s: abs(s[0] - frame))
+        f, (x, y), size = min((lab["first"], lab["last"]), key=lambda s: abs(s[0] - frame))
         if abs(f - frame) > 90:
             continue
         if centre is None:

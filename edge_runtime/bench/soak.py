@@ -136,7 +136,9 @@ class _FaultySource:
     def __init__(self, inner: Any, ctl: _Control) -> None:
         self.inner = inner
         self.ctl = ctl
-        self.truths: dict[int, list[dict]] = {}  # frame index -> the conveyor's ground truth
+        from edge_runtime.bench.line import LabelBook
+
+        self.book = LabelBook()  # the conveyor's ground truth, a few hundred bytes per label
 
     def read(self, timeout: float = 1.0):  # noqa: ANN201
         from edge_runtime.capture import SourceTimeout
@@ -150,8 +152,7 @@ class _FaultySource:
             time.sleep(min(0.1, timeout))
             raise SourceTimeout("soak: waiting for the faults to end and the sinks to drain")
         if frame is not None:
-            self.truths[frame.index] = [{"label_id": t["label_id"], "payload": t["payload"],
-                                         "corners": t["corners"]} for t in frame.truths or []]
+            self.book.add(frame.index, frame.truths or [])
         return frame
 
     def state(self) -> dict:
@@ -525,7 +526,7 @@ def run_soak(
         report = _audit(work, outbox_dir, svc, sub, plc, emits, last_state, sinks_by_name)
         from edge_runtime.bench.line import audit as audit_labels
 
-        labels = audit_labels(_read_ledger(work / "ledger.jsonl"), holder["source"].truths)
+        labels = audit_labels(_read_ledger(work / "ledger.jsonl"), holder["source"].book)
         report.update({
             "labels": {k: labels[k] for k in ("labels", "reads", "noreads", "silent_misses", "silent_labels",
                                                "duplicates", "duplicate_labels", "false_reads", "stray_noreads")},
