@@ -234,6 +234,18 @@ class NoreadTracker:
         self._tracks.clear()
         return out
 
+    def read_quads(self, frame_index: int, max_gap: int = 3) -> list[list[tuple[float, float]]]:
+        """Where labels already read should be in frame `frame_index` (their last corners
+        moved by their own velocity): the reader spends nothing more on them."""
+        out = []
+        for t in self._tracks:
+            gap = frame_index - t.last_frame
+            if not t.read or not t.corners or gap > max_gap:
+                continue
+            dx, dy = (t.velocity[0] * gap, t.velocity[1] * gap) if t.velocity is not None else (0.0, 0.0)
+            out.append([(x + dx, y + dy) for x, y in t.corners])
+        return out
+
     @staticmethod
     def _predict(t: NoreadTrack, gap: int) -> tuple[float, float]:
         if t.velocity is None:

@@ -161,3 +161,12 @@ def test_a_read_of_another_payload_is_another_label():
     t.update([], [read(100, 300, "LOT-A")], 0.0, 0)
     t.update([], [read(105, 300, "LOT-B")], 0.033, 1)
     assert len(t.tracks) == 2
+
+
+def test_read_labels_are_predicted_where_they_will_be_and_unread_ones_are_not_offered():
+    t = NoreadTracker(window_s=1.0, max_distance_px=200)
+    for f in range(3):
+        t.update([unread(500 + 20 * f, 100)], [read(100 + 20 * f, 300, "LOT-A")], f / 30, f)
+    (q,) = t.read_quads(4)  # two frames after the last sighting, 20 px a frame
+    assert q[0] == (100 + 20 * 2 + 40, 300)
+    assert t.read_quads(10) == []  # not seen for too long: no promise where it is
