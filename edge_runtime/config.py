@@ -178,6 +178,14 @@ SECTIONS: dict[str, dict[str, Opt]] = {
         # Scraping from the network is a choice: host = "0.0.0.0".
         "host": Opt((str,), "127.0.0.1", text="host"),
     },
+    # The web setup view (edge_runtime/web): off unless port is set. Beyond loopback it
+    # needs an access token, read from the environment variable named by token_env.
+    "web": {
+        "port": Opt((int,), None, minimum=0, maximum=65535),
+        "host": Opt((str,), "127.0.0.1", text="host"),
+        "token_env": Opt((str,), None),
+        "max_viewers": Opt((int,), 8, minimum=1, maximum=64),
+    },
     "log": {
         "level": Opt((str,), "info", choices=("debug", "info", "warning", "error")),
         "format": Opt((str,), "json", choices=("json", "text")),
@@ -405,7 +413,7 @@ class _Validator:
         data["sinks"] = self.sinks(doc.get("sinks"), data)
         self.cross(data)
         # Order the output like the example config.
-        order = [*TOP, "reader", "source", "trigger", "dedup", "metrics", "log", "sinks"]
+        order = [*TOP, "reader", "source", "trigger", "dedup", "metrics", "web", "log", "sinks"]
         return {k: data[k] for k in order}
 
     def state_dir(self, given: str | None) -> str:
@@ -551,10 +559,33 @@ class _Validator:
             self.err(f"{prefix}.{key}" if key else prefix, msg)
 
     def cross(self, data: dict) -> None:
+        self.web(data["web"])
         trig = data["trigger"]
         kinds = {s["kind"] for s in data["sinks"]}
         if trig["mode"] != "continuous" and trig["source"] in ("serial", "mqtt", "opcua", "modbus") and trig["source"] not in kinds:
             self.err("trigger.source", f"{shown(trig['source'])} needs a [[sinks]] entry with kind = {shown(trig['source'])}")
+
+
+    def web(self, web: dict) -> None:
+        """Beyond loopback the view shows the line to anyone on the network: a token is required."""
+        var = web["token_env"]
+        if var and var not in os.environ:
+            self.err("web.token_env", f"environment variable {var} is not set")
+        elif var and not os.environ[var]:
+            self.err("web.token_env", f"environment variable {var} is empty")
+        elif web["port"] is not None and not var and not is_loopback(web["host"]):
+            self.err("web.token_env", f"web.host {shown(web['host'])} is beyond loopback: set token_env "
+                     "to the name of an environment variable holding the access token")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or "localhost": reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _opt_for(key: str, default: Any, types: tuple | None, rng: tuple[float, float] | None = None,
