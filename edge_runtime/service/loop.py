@@ -74,6 +74,7 @@ class Service:
         self.sinks: list[Any] = []
         self.ids: IdAllocator | None = None
         self.metrics = None
+        self.web = None  # the web setup view (edge_runtime.web.WebView) when [web] port is set
         self.tracker = self._make_tracker(config)
         self.noread_tracker = self._make_noread_tracker(config)
         self.noread_store = self._make_noread_store(config)
@@ -215,6 +216,8 @@ class Service:
         port = self.config["metrics"]["port"]
         if port is not None:
             self._start_metrics(port)
+        if self.config["web"]["port"] is not None:
+            self._start_web()
 
     def _open_ids(self) -> IdAllocator:
         # Ids continue above any id still in the outboxes or the jsonl ledgers, even when
@@ -320,6 +323,27 @@ class Service:
         except OSError as exc:
             raise ServiceError(f"metrics.port {port}: {exc.strerror or exc}") from None
 
+    def _start_web(self) -> None:
+        from edge_runtime.web import WebView
+
+        port = self.config["web"]["port"]
+        try:
+            self.web = WebView(self.config, lambda: {**self.status(), "device_id": self.device_id})
+        except OSError as exc:
+            if self.config.demo:  # the demo must start anywhere, even with the port taken
+                log.warning("web view: port %d: %s; the demo runs without it", port, exc.strerror or exc)
+                return
+            raise ServiceError(f"web.port {port}: {exc.strerror or exc}") from None
+        self.observers.append(self.web.state)
+        log.info("web view on %s", self.web.url)
+
+    def _stop_web(self) -> None:
+        if self.web is not None:
+            if self.web.state in self.observers:
+                self.observers.remove(self.web.state)
+            self.web.close()
+            self.web = None
+
     def _shutdown(self) -> None:
         timeout = float(self.config["shutdown_timeout_s"])
         if self.source is not None:
@@ -338,6 +362,7 @@ class Service:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        self._stop_web()
         if self.ids is not None:
             self.ids.close()
         logs.flush_suppressed()
@@ -721,6 +746,13 @@ class Service:
                         self._start_metrics(new["metrics"]["port"])
                     except ServiceError as exc:
                         log.error("reload: %s; metrics off", exc)
+            if new["web"] != old["web"]:
+                self._stop_web()
+                if new["web"]["port"] is not None:
+                    try:
+                        self._start_web()
+                    except ServiceError as exc:
+                        log.error("reload: %s; web view off", exc)
         self.stats.reloads += 1
         log.info("reloaded %s (changed: %s)", new.label, ", ".join(changed) or "nothing",
                  extra={"fields": {"event": "reloaded", "changed": changed}})
