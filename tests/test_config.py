@@ -112,7 +112,7 @@ def test_unknown_top_level_key(tmp_path):
     got = problems(tmp_path, "colour = 1\n" + BASE)
     assert got == [f"{tmp_path / 'config.toml'}: colour: unknown key (known: " + ", ".join(
         sorted(["device_id", "state_dir", "status_interval_s", "shutdown_timeout_s", "reader", "trigger", "dedup",
-                "metrics", "log", "source", "sinks"])) + ")"]
+                "metrics", "web", "log", "source", "sinks"])) + ")"]
 
 
 def test_a_key_after_sinks_belongs_to_the_sink_and_is_named_there(tmp_path):
