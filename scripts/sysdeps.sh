@@ -4,10 +4,11 @@
 #   sysdeps.sh test  -> also mosquitto and socat (the tests start their own broker and pty pairs),
 #                       openssl (TLS test certificates), systemd (systemd-analyze checks the unit
 #                       file) and procps (/bin/kill, the unit's ExecReload; verify refuses a unit
-#                       whose command is missing); a minimal Debian or a container has neither
+#                       whose command is missing); a minimal Debian or a container has neither;
+#                       chromium (the web view's browser tests drive it with playwright)
 set -euo pipefail
 want=(libzbar0)
-[[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl systemd procps)
+[[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl systemd procps chromium)
 
 missing=()
 for pkg in "${want[@]}"; do
