@@ -185,8 +185,10 @@ def test_restart_with_results_queued_presents_them_in_order(tmp_path: Path) -> N
         sink.emit(result(i))
     first = plc.take(5)
     presented = plc.read()
+    t0 = time.monotonic()
+    sink.close(timeout=60)  # the PLC is still connected but acknowledges nothing more
+    assert time.monotonic() - t0 < 30, "a stalled PLC must not hold close() for the whole timeout"
     plc.close()
-    sink.close(timeout=0.5)
 
     port2 = free_port()
     sink = make_sink(tmp_path, port2)
@@ -396,10 +398,29 @@ def test_ten_thousand_results_through_the_handshake_with_reconnects_and_a_restar
     assert all(g["payload"] == f"R{g['id']:08d}-ümlaut".encode() for g in got)
 
 
+def start_service(cfg: Path, port: int) -> tuple[subprocess.Popen, list[str], Plc]:
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "--config", str(cfg)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(l.decode(errors="replace") for l in proc.stdout), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+        if any("serving on" in l for l in lines):
+            return proc, lines, Plc(port, payload_registers=128)
+        time.sleep(0.05)
+
+
+def jsonl_results(path: Path) -> list[tuple[int, bytes, bool]]:
+    ref = [json.loads(l) for l in path.read_text().splitlines()]
+    return [(r["id"], base64.b64decode(r["bytes_b64"]) if r.get("bytes_b64") else (r["text"] or "").encode(),
+             r["kind"] == "noread") for r in ref]
+
+
 def test_run_service_plc_reads_every_result_through_the_handshake(tmp_path: Path) -> None:
     port = free_port()
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f"""
+    text = f"""
 device_id = "modbus-e2e"
 state_dir = "{tmp_path / 'state'}"
 shutdown_timeout_s = 60
@@ -421,40 +442,27 @@ kind = "modbus"
 name = "plc"
 port = {port}
 payload_registers = 128
-""")
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "--config", str(cfg)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(l.decode(errors="replace") for l in proc.stdout), daemon=True).start()
+"""
+    cfg.write_text(text)
+    # 1. The service reads its 300 frames and stops by itself; it waits (shutdown_timeout_s) for
+    #    the connected PLC to take what is queued.
+    proc, lines, plc = start_service(cfg, port)
     got: list[dict] = []
     try:
-        deadline = time.monotonic() + 120
-        plc = None
-        while plc is None:
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
-            try:
-                plc = Plc(port, payload_registers=128)
-            except AssertionError:
-                time.sleep(0.2)
         online = plc.client.read_holding_registers(0, count=1, device_id=1).registers[0]
-        # Read until the service is done with its 300 frames and the registers are empty.
-        while True:
-            assert time.monotonic() < deadline + 120, f"stuck after {len(got)} results: {''.join(lines)[-3000:]}"
+        deadline = time.monotonic() + 240
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"stuck after {len(got)} results: {''.join(lines)[-3000:]}"
             try:
                 r = plc.read()
             except Exception:  # the service closed the server: it is shutting down
                 break
             if r is None:
-                if any("source finished" in l for l in lines):
-                    break
                 time.sleep(0.02)
                 continue
             got.append(r)
             plc.ack(r["counter"])
         plc.close()
-        sent_sigterm = proc.poll() is None
-        if sent_sigterm:
-            proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
     finally:
         if proc.poll() is None:
@@ -462,9 +470,35 @@ payload_registers = 128
             proc.wait()
     assert code == 0, "".join(lines)[-3000:]
     assert online & 1, "status bit0 (online) while the service runs"
-    ref = [json.loads(l) for l in (tmp_path / "ref.jsonl").read_text().splitlines()]
-    assert len(ref) >= 10, "the synthetic conveyor should give results"
-    want = [(r["id"], base64.b64decode(r["bytes_b64"]) if r.get("bytes_b64") else (r["text"] or "").encode()) for r in ref]
-    assert [(g["id"], g["payload"]) for g in got] == want
-    assert [bool(g["status"] & BIT_NOREAD) for g in got] == [r["kind"] == "noread" for r in ref]
-    print(f"\nmodbus e2e: {len(ref)} results in jsonl, {len(got)} read by the PLC, SIGTERM sent: {sent_sigterm}")
+    assert any("results still queued: ref 0, plc 0" in l for l in lines), "".join(lines)[-3000:]
+    want = jsonl_results(tmp_path / "ref.jsonl")
+    assert len(want) >= 10, "the synthetic conveyor should give results"
+    assert [(g["id"], g["payload"], bool(g["status"] & BIT_NOREAD)) for g in got] == want
+    first_run = len(want)
+
+    # 2. A camera that never ends (frames = 0), stopped by SIGTERM while the PLC reads.
+    cfg.write_text(text.replace("frames = 300", "frames = 0").replace("realtime = false", "realtime = true"))
+    proc, lines, plc = start_service(cfg, port)
+    got = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(got) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            r = plc.read()
+            if r is None:
+                time.sleep(0.02)
+                continue
+            got.append(r)
+            plc.ack(r["counter"])
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        plc.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, "".join(lines)[-3000:]
+    want = jsonl_results(tmp_path / "ref.jsonl")[first_run:]
+    assert [(g["id"], g["payload"], bool(g["status"] & BIT_NOREAD)) for g in got] == want[:len(got)]
+    print(f"\nmodbus e2e: {first_run} results in jsonl, {first_run} read by the PLC through the handshake; "
+          f"SIGTERM run: {len(got)} read, exit 0")

@@ -94,6 +94,7 @@ _WRITE_FCS = (6, 16, 23)
 _COIL_FCS = (1, 5, 15)
 _LOG_INTERVAL_S = 60.0  # a misbehaving PLC is logged at most once a minute per kind of fault
 _STATUS_TTL_S = 0.2  # the service status is asked at most this often (a PLC may poll at 100 Hz)
+_CLOSE_STALL_S = 2.0  # close() stops waiting for a connected PLC that acknowledged nothing this long
 _MAX_WRITE_BUFFER = 1 << 20  # a client that stops reading its answers is cut off past this
 
 
@@ -249,6 +250,7 @@ class ModbusSink:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._final_depth: int | None = None
         self.clients = 0
         self.delivered = 0
         self.refused = 0
@@ -288,7 +290,7 @@ class ModbusSink:
         return {
             "connected": self.clients > 0,
             "clients": self.clients,
-            "queued": self._outbox.depth(),
+            "queued": self._queued(),
             "delivered": self.delivered,
             "presented_id": cur[0] if cur else None,
             "counter": cur[1] if cur else self._acked_counter,
@@ -298,13 +300,23 @@ class ModbusSink:
             "last_error": self.last_error,
         }
 
+    def _queued(self) -> int:
+        # The service asks for state() after close() too (its "stopped" line).
+        return self._final_depth if self._final_depth is not None else self._outbox.depth()
+
     def close(self, timeout: float = 5.0) -> None:
-        """Leave a connected PLC up to `timeout` s to take what is queued, then stop the server;
-        the rest stays in the outbox for the next start."""
+        """Leave a connected PLC up to `timeout` s to take what is queued (as long as it keeps
+        acknowledging: a stalled one does not hold the shutdown), then stop the server; the rest
+        stays in the outbox for the next start."""
         if self._closed:
             return
         deadline = time.monotonic() + timeout
+        progress, last = time.monotonic(), self.delivered
         while self.clients and self._outbox.depth() and time.monotonic() < deadline:
+            if self.delivered != last:
+                progress, last = time.monotonic(), self.delivered
+            elif time.monotonic() - progress > _CLOSE_STALL_S:
+                break
             time.sleep(0.02)
         if self._thread is not None and self._loop is not None:
             if self._stopping is not None:
@@ -318,6 +330,7 @@ class ModbusSink:
             self._loop.close()
             self._loop = None
         self._closed = True
+        self._final_depth = self._outbox.depth()
         self._outbox.close()
 
     # -- server thread -------------------------------------------------------------------------
