@@ -416,6 +416,9 @@ class OpcuaSink:
                            "opcua sink %s: result %s not published: %s", self.name, result.get("id"), self.last_error)
             finally:
                 self.emitted += 1
+            # asyncua's writes and triggers rarely suspend: yield so that a burst of results
+            # cannot hold back publish responses and client requests.
+            await asyncio.sleep(0)
 
     async def _write(self, node: Any, value: Any, any_type: bool = False) -> None:
         """Set a value the way the server does (no client-write checks). asyncua still
