@@ -187,7 +187,7 @@ def _locate(gray: np.ndarray, H0: np.ndarray, centres: np.ndarray, half: np.ndar
     Two passes; returns (centres, ok) where ok is False for a window with no dark core
     (blot, glare) or a centroid that wandered: those keep their expected place.
     """
-    g = 8  # samples per window side
+    g = 12  # samples per window side
     t = (np.arange(g, dtype=np.float64) + 0.5) / g * 2.0 - 1.0  # -1..1
     expect = (1.5 / half) ** 2 * np.where(half > 1.5, 1.0, 1.0 / 2.25)  # dark core share
     cur = centres.astype(np.float64).copy()
@@ -339,12 +339,24 @@ def measure(gray: np.ndarray, corners, *, ec: dict | None = None) -> dict | None
             H = H0
     else:
         H = H0
+    candidates = [H]
+    if int(np.count_nonzero(ok)) == 3 and version == 1:
+        # Version 1 has no alignment pattern: the fourth point is the detector's corner, a
+        # guess that can be a module off on small codes. The three finders' affine frame is
+        # the other hypothesis (wrong only under real perspective); keep the one whose
+        # module centres are crisper (larger mean distance from the threshold).
+        candidates.append(np.vstack([cv2.getAffineTransform(np.float32(src[:3]), np.float32(dst[:3])), [0.0, 0.0, 1.0]]))
 
     # -- reflectance at module centres, symbol plus one module of quiet zone
     N = n + 2
     base = np.arange(-1, n + 1, dtype=np.float32) + 0.5
     fine = (base[:, None] + _SUB[None, :]).reshape(-1)
-    vals = _sample(gray, *_project(H, fine[None, :], fine[:, None])).reshape(N, 3, N, 3).mean(axis=(1, 3)) / 255.0
+    best = -1.0
+    for Hc in candidates:
+        v = _sample(gray, *_project(Hc, fine[None, :], fine[:, None])).reshape(N, 3, N, 3).mean(axis=(1, 3)) / 255.0
+        crisp = float(np.abs(v - (v.max() + v.min()) / 2.0).mean())
+        if crisp > best:
+            best, vals = crisp, v
     rmax, rmin = float(vals.max()), float(vals.min())
     sc = rmax - rmin
     if sc <= 1e-6:
