@@ -540,3 +540,28 @@ def test_status_and_stopped_lines_say_sink_states_and_what_is_still_queued(tmp_p
     (stopped,) = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "stopped"]
     assert stopped.fields["queued"] == {"out": 0, "plant": len(results)}
     assert f"plant {len(results)}" in stopped.getMessage()
+
+
+def test_a_second_sigterm_while_winding_down_still_exits_0(tmp_path):
+    """A SIGTERM arriving after the service stopped (systemd, an impatient operator) must not
+    kill the process by the signal: our handler stays until the process exits."""
+    slow_sink = [{"kind": "mqtt", "name": "plant", "host": "127.0.0.1", "port": 9, "qos": 1},
+                 {"kind": "jsonl", "name": "out", "path": str(tmp_path / "out.jsonl")}]
+    path = make_config(tmp_path, source={"realtime": True, "width": 640, "height": 360}, sinks=slow_sink,
+                       extra="shutdown_timeout_s = 1.5\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "--config", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: read_jsonl(tmp_path / "out.jsonl"), timeout=60, what="a result")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        for _ in range(20):  # keep sending while it drains and exits
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-1500:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from edge_runtime import config as config_mod
@@ -58,6 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.setup(cfg["log"]["level"], cfg["log"]["format"], log_stream(cfg))
     service = Service(cfg, owns_logging=True)
     try:
-        return service.run()
+        return service.run(restore_signals=False)
     except ServiceError as exc:
         raise UserError(str(exc)) from None
+    finally:
+        # The service has stopped; a SIGTERM now (systemd, an operator pressing again) must
+        # not kill the process by the signal while it exits. Ignored, not handled: Python puts
+        # the default action back for its own handlers while the interpreter shuts down.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)

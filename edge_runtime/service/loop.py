@@ -103,9 +103,12 @@ class Service:
 
     # ------------------------------------------------------------------------- public API
 
-    def run(self, install_signals: bool | None = None) -> int:
+    def run(self, install_signals: bool | None = None, restore_signals: bool = True) -> int:
         """Run until stopped or the source is finished; returns the exit code (0).
 
+        `restore_signals=False` (the CLI) keeps our handlers after the service stopped: with
+        the defaults back, a second SIGTERM arriving while the process winds down would
+        kill it by the signal and systemd would count a clean stop as a failure.
         Raises ServiceError when something needed cannot start."""
         if install_signals is None:
             install_signals = threading.current_thread() is threading.main_thread()
@@ -134,8 +137,9 @@ class Service:
                 self.heartbeat.stop()
             self.state = "stopping"
             self._shutdown()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            if restore_signals:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
             self.state = "stopped"
 
     def stop(self) -> None:
