@@ -68,6 +68,8 @@ RANGES: dict[str, tuple[float, float]] = {
 STATUS_INTERVAL_S = 1.0  # DeviceStatus and counters refresh
 START_TIMEOUT_S = 30.0  # asyncua builds its standard address space first (a few s on ARM)
 CLOSE_GRACE_S = 0.5
+MAX_EVENT_QUEUE = 1000  # events a monitored item may hold between two publish responses
+MAX_UNACKED = 100  # notification messages kept per subscription for republish
 _LOG_ONCE_MAX = 256  # distinct "logged once" messages remembered
 
 
@@ -347,7 +349,14 @@ class OpcuaSink:
         anonymous = is_loopback(o["host"])
         server = server_cls(user_manager=_Users(anonymous, user, password))
         await server.init()
-        server.iserver.max_connections = o["max_clients"]
+        # Bounds for a small board: asyncua's defaults let each subscription hold 10,000
+        # queued events and 5,000 unacknowledged messages, for up to 1,000 subscriptions.
+        iserver = server.iserver
+        iserver.max_connections = o["max_clients"]
+        iserver.max_subscriptions = 4 * o["max_clients"]
+        iserver.max_monitored_item_queue_size = MAX_EVENT_QUEUE
+        iserver.max_unacked_messages_per_subscription = MAX_UNACKED
+        iserver.max_pending_activation_seconds = 10.0
         server.set_endpoint(f"opc.tcp://{_url_host(o['host'])}:{o['port']}/edge-runtime/")
         server.set_server_name(f"edge-runtime {self.device_id}")
         await server.set_application_uri(f"urn:edge-runtime:{self.device_id}")
