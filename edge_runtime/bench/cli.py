@@ -12,6 +12,7 @@ BENCHES = [
     "edge_runtime.bench.soak",
     "edge_runtime.bench.photos",
     "edge_runtime.bench.line",
+    "edge_runtime.bench.board",
 ]
 
 
