@@ -18,6 +18,7 @@ SUBCOMMANDS = [
     "edge_runtime.service.cli",
     "edge_runtime.bench.cli",
     "edge_runtime.models_cli",
+    "edge_runtime.fleet.cli",
 ]
 
 
