@@ -50,6 +50,11 @@ AN_T = (0.06, 0.08, 0.10, 0.12)  # at most
 GN_T = (0.38, 0.50, 0.63, 0.75)  # at most
 TIMING_T = (0.0, 0.07, 0.14, 0.20)  # fraction of timing modules in error, at most (ours)
 
+# Below this many pixels a module, module centres are mostly blur: modulation would grade
+# the camera's resolution, not the print (a verifier picks an aperture for the X-dimension;
+# we cannot), so quality is not measured (None).
+MIN_PITCH_PX = 2.5
+
 # Module-centre aperture: 3x3 points at -0.25, 0, +0.25 module (the middle half).
 _SUB = np.array([-0.25, 0.0, 0.25], np.float32)
 _ROUGH = np.arange(24) / 23.0 * 0.96 + 0.02  # a 24x24 look at the code for a first threshold
@@ -272,7 +277,8 @@ def _uec(gray: np.ndarray, modules: np.ndarray, corners: np.ndarray, ec: dict | 
 
 def measure(gray: np.ndarray, corners, *, ec: dict | None = None) -> dict | None:
     """The quality object for the code at `corners` (see the module docstring), or None when
-    its grid cannot be found (no finder pattern, fewer than ~1.5 px a module)."""
+    its grid cannot be found (no finder pattern) or is too small to judge the print
+    (fewer than MIN_PITCH_PX pixels a module)."""
     if gray is None or gray.ndim != 2 or gray.size == 0:
         return None
     gray = np.ascontiguousarray(gray, dtype=np.uint8)
@@ -329,8 +335,8 @@ def measure(gray: np.ndarray, corners, *, ec: dict | None = None) -> dict | None
     else:
         xp = yp = pitch = float(np.linalg.norm(q[1] - q[0])) / n
         an, gn = 0.0, 0.0
-    if pitch < 1.5:
-        return None  # below ~1.5 px a module the numbers would describe the camera, not the print
+    if pitch < MIN_PITCH_PX:
+        return None  # the numbers would describe the camera's optics, not the print
     if len(use_src) == 4:
         H = cv2.getPerspectiveTransform(np.float32(use_src), np.float32(use_dst))
     elif len(use_src) > 4:

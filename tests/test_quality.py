@@ -330,3 +330,17 @@ def test_reason_detected_not_decoded():
     frame, _, corners = code_frame(4, px=6)
     assert reason_for(frame, corners) == "detected_not_decoded"
     assert reason_for(frame, [(0, 0)] * 4) == "detected_not_decoded"
+
+
+def test_bench_table_has_the_readers_mean_grade_per_category():
+    from edge_runtime.bench.decode import run_bench, to_markdown
+
+    result = run_bench(seed=0, per_category=2, decoders=["reader", "zxing"], categories=["nominal", "damaged"])
+    nominal, damaged = result["categories"]["nominal"]["reader"], result["categories"]["damaged"]["reader"]
+    assert nominal["mean_grade"] == "A" and nominal["graded"] >= 2
+    assert damaged["mean_score"] < nominal["mean_score"]
+    assert "mean_score" not in result["categories"]["nominal"]["zxing"]  # plain library reads: no Code, no grade
+    md = to_markdown(result)
+    head, *rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert head.endswith("| reader mean grade |")
+    assert rows[0].endswith(f"| {nominal['mean_grade']} ({nominal['mean_score']:.1f}) |")

@@ -234,6 +234,7 @@ class _Cell:
     misplaced: int = 0
     stages: dict[str, int] = field(default_factory=dict)
     times_ms: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # print quality scores of the reads (Reader columns)
 
     def add(self, s: FrameScore, ms: float) -> None:
         self.present += s.present
@@ -260,7 +261,32 @@ class _Cell:
             # The worst frame: a deadline is a promise about every frame, not the 99th.
             "max_ms": round(float(t.max()), 2),
             "mean_ms": round(float(t.mean()), 2),
+            **self._grade(),
         }
+
+    def _grade(self) -> dict:
+        if not self.scores:
+            return {}
+        from edge_runtime.quality import letter
+
+        mean = float(np.mean(self.scores))
+        return {"mean_score": round(mean, 2), "mean_grade": letter(mean), "graded": len(self.scores)}
+
+
+def _grade_reads(frame: np.ndarray, reads: list, *cells: _Cell) -> None:
+    """Print quality of a Reader column's reads (Code objects), outside the timed call:
+    the bench's grade column says how the synthetic damage looks to edge_runtime.quality."""
+    from edge_runtime.code import Code
+    from edge_runtime.quality import attach_quality
+
+    codes = [r for r in reads if isinstance(r, Code) and r.kind == "read"]
+    if not codes:
+        return
+    attach_quality(frame, codes)
+    for c in codes:
+        if c.quality is not None:
+            for cell in cells:
+                cell.scores.append(c.quality["score"])
 
 
 def load_decoders(
@@ -324,6 +350,7 @@ def run_bench(
                 t0 = time.perf_counter()
                 reads = fn(frame)
                 ms = (time.perf_counter() - t0) * 1000.0
+                _grade_reads(frame, reads, cells[cat][name], overall[name])
                 s = score_frame(reads, truths)
                 cells[cat][name].add(s, ms)
                 overall[name].add(s, ms)
@@ -369,8 +396,11 @@ def run_bench(
 
 def to_markdown(result: dict) -> str:
     decs = result["decoders"]
-    head = "| category | codes | " + " | ".join(f"{d} % | {d} p50 ms | {d} p99 ms | {d} max ms" for d in decs) + " |"
-    sep = "|---|---:|" + "---:|---:|---:|---:|" * len(decs)
+    # One grade column: the first column whose reads were graded (the Reader's).
+    graded = next((d for d in decs if "mean_score" in result["overall"].get(d, {})), None)
+    gcol = f" {graded} mean grade |" if graded else ""
+    head = "| category | codes | " + " | ".join(f"{d} % | {d} p50 ms | {d} p99 ms | {d} max ms" for d in decs) + " |" + gcol
+    sep = "|---|---:|" + "---:|---:|---:|---:|" * len(decs) + ("---:|" if graded else "")
     rows = [head, sep]
 
     def row(name: str, cell: dict) -> str:
@@ -379,7 +409,11 @@ def to_markdown(result: dict) -> str:
             f"{cell[d]['rate']:.1f} | {cell[d]['p50_ms']:.1f} | {cell[d]['p99_ms']:.1f} | {cell[d].get('max_ms', 0.0):.1f}"
             for d in decs
         ]
-        return f"| {name} | {codes} | " + " | ".join(parts) + " |"
+        g = ""
+        if graded:
+            c = cell.get(graded, {})
+            g = f" {c['mean_grade']} ({c['mean_score']:.1f}) |" if "mean_score" in c else " - |"
+        return f"| {name} | {codes} | " + " | ".join(parts) + " |" + g
 
     for cat, cell in result["categories"].items():
         rows.append(row(cat, cell))
