@@ -64,9 +64,10 @@ async def device(client: Client, device_id: str = "cam"):
 @pytest.fixture(scope="module")
 def sink():
     calls: list[str] = []
+    status = {"reads": 7, "source": {"state": "open"}, "trigger": {"source": "opcua"}}
     s = OpcuaSink("ua", "cam", {"port": 0, "scan_timeout_ms": 500}, trigger_handler=calls.append,
-                  status_provider=lambda: {"reads": 7, "source": {"state": "open"}})
-    s.calls = calls
+                  status_provider=lambda: status)
+    s.calls, s.status = calls, status
     s.start()
     yield s
     s.close()
@@ -140,6 +141,9 @@ def test_only_the_scan_methods_are_exposed_on_the_device(sink):
                     else:
                         todo.append(child)
             assert sorted(methods) == sorted(f"{ai}:{m}" for m in ("Scan", "ScanStart", "ScanStop"))
+            with pytest.raises(ua.UaStatusCodeError):  # and nothing is writable
+                await (await dev.get_child(f"{ai}:DeviceName")).write_value("renamed")
+            assert await (await dev.get_child(f"{ai}:DeviceName")).read_value() == "cam"
 
     run(go())
 
@@ -181,6 +185,15 @@ def test_scan_returns_the_next_result_or_no_identifier_on_timeout(sink):
                 f"{ai}:Scan", ua.ScanSettings(Duration=300.0, Cycles=0, DataAvailable=True))
             assert (results, status) == ([], model.NO_IDENTIFIER)
             assert time.monotonic() - t0 >= 0.3
+            # trigger.source is not opcua: Scan just waits for the next read, no trigger call
+            sink.status["trigger"]["source"] = "serial"
+            await asyncio.sleep(model_refresh())
+            sink.calls.clear()
+            threading.Timer(0.2, sink.emit, [result(202, "LOT-202")]).start()
+            results, status = await dev.call_method(f"{ai}:Scan", None)
+            assert [r.ScanData.String for r in results] == ["LOT-202"] and sink.calls == []
+            sink.status["trigger"]["source"] = "opcua"
+            await asyncio.sleep(model_refresh())
 
     run(go())
 

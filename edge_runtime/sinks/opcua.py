@@ -202,6 +202,7 @@ class OpcuaSink:
         self._scanners: list[tuple[asyncio.Future, bool, list]] = []  # waiting Scan calls
         self._scan_open = 0  # windows opened by ScanStart/Scan and not closed yet
         self._stop_timer: asyncio.TimerHandle | None = None
+        self._trigger_source: str | None = None  # the service's trigger.source, when known
         self.port: int = self.opts["port"]
         self.emitted = 0
         self.events = 0
@@ -455,6 +456,7 @@ class OpcuaSink:
                     status = self._status_provider() or {}
                 except Exception as exc:  # noqa: BLE001 - status is best effort
                     self._once("status", logging.WARNING, "opcua sink %s: status not available: %s", self.name, exc)
+            self._trigger_source = (status.get("trigger") or {}).get("source")
             source = (status.get("source") or {}).get("state")
             dev = model.ERROR if source in ("error", "down", "failed", "stalled") else (
                 model.SCANNING if self._scan_open or self._scanners else model.IDLE)
@@ -501,7 +503,12 @@ class OpcuaSink:
         res.StatusCode = ua.StatusCode(code)
         return res
 
-    def _trigger(self, what: str) -> None:
+    def _trigger(self, what: str, quiet: bool = False) -> None:
+        """Open/close the service's trigger window. `quiet`: skip it when the service's
+        trigger.source is known not to be opcua (Scan then just waits for the next read,
+        without a warning per call that the trigger was ignored)."""
+        if quiet and self._trigger_source not in (None, "opcua"):
+            return
         if self._trigger_handler is not None:
             try:
                 self._trigger_handler(what)
@@ -557,7 +564,7 @@ class OpcuaSink:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         entry = (fut, first_only, [])
         self._scanners.append(entry)
-        self._trigger("on")
+        self._trigger("on", quiet=True)
         try:
             await asyncio.wait_for(asyncio.shield(fut), seconds)
         except asyncio.TimeoutError:
@@ -565,7 +572,7 @@ class OpcuaSink:
         finally:
             self._scanners.remove(entry)
             if not self._scanners and not self._scan_open:
-                self._trigger("off")
+                self._trigger("off", quiet=True)
         results = entry[2]
         status = model.SUCCESS if results else model.NO_IDENTIFIER
         return [ua.Variant(results, ua.VariantType.ExtensionObject, is_array=True),
