@@ -104,10 +104,10 @@ def test_browse_by_autoid_names_read_variables_and_receive_scan_events(sink):
             full = Events()
             sub2 = await c.create_subscription(20, full)
             await sub2.subscribe_events(dev, c.get_node(ua.NodeId(model.EVENT_TYPE, vi)))
-            sink.emit(result(104, "LOT-104"))
+            sink.emit(result(104, "LOT-104", quality={"grade": "B", "score": 3.0}))
             await wait_for(lambda: len(full.got) == 1)
             ev = full.got[0]
-            assert ev.ResultId == 104 and ev.ResultKind == "read"
+            assert ev.ResultId == 104 and ev.ResultKind == "read" and ev.ScanResult[0].Grade == 3.0
             assert ev.Corners == [10.0, 317.0, 118.0, 308.0, 127.0, 414.0, 19.0, 425.0]
             assert json.loads(ev.ResultJson)["text"] == "LOT-104"
             assert await (await dev.get_child(f"{ai}:LastScanData")).read_value() == "LOT-104"
@@ -117,6 +117,8 @@ def test_browse_by_autoid_names_read_variables_and_receive_scan_events(sink):
             await asyncio.sleep(model_refresh())
             assert await (await counters.get_child(f"{vi}:reads")).read_value() == 7
             assert await (await counters.get_child(f"{vi}:events")).read_value() >= 4
+            assert await (await counters.get_child(f"{vi}:grade_B")).read_value() == 1
+            assert await (await counters.get_child(f"{vi}:ungraded")).read_value() == 2  # 101, 102
 
     run(go())
     assert sink.state()["dropped"] == 0

@@ -209,6 +209,7 @@ class OpcuaSink:
         self.dropped = 0
         self.scan_calls = 0
         self.bad_requests = 0
+        self.grades: dict[str, int] = {}  # reads by print-quality grade (grade_A .. ungraded)
         self.last_error: str | None = None
 
     # -- Sink protocol ---------------------------------------------------------------------------
@@ -400,6 +401,8 @@ class OpcuaSink:
                 read = result.get("kind", "read") == "read"
                 scan = [model.optical_scan_result(result)] if read else []
                 if read:
+                    letter = model.grade_letter(result)
+                    self.grades[letter] = self.grades.get(letter, 0) + 1
                     data = scan[0].ScanData
                     value = (ua.Variant(data.ByteString, ua.VariantType.ByteString) if data.ByteString is not None
                              else ua.Variant(data.String, ua.VariantType.String))
@@ -464,7 +467,8 @@ class OpcuaSink:
                 await self._write(n.device_status, ua.Variant(dev, ua.VariantType.Int32))
                 values = {**{k: status.get(k, 0) for k in model.SERVICE_COUNTERS},
                           "emitted": self.emitted, "events": self.events, "dropped": self.dropped,
-                          "clients": self._clients(), "scan_calls": self.scan_calls, "bad_requests": self.bad_requests}
+                          "clients": self._clients(), "scan_calls": self.scan_calls, "bad_requests": self.bad_requests,
+                          **{k: self.grades.get(k, 0) for k in model.QUALITY_COUNTERS}}
                 for k, node in n.counters.items():
                     v = values.get(k)
                     if isinstance(v, int) and not isinstance(v, bool) and v >= 0:

@@ -51,11 +51,13 @@ _OPERATION_STATUS = [
     "INVALID_CONFIGURATION", "RF_COMMUNICATION_ERROR", "DEVICE_FAULT", "TAG_HAS_LOW_BATTERY",
 ]
 EVENT_TYPE = "EdgeRuntimeScanEventType"  # our concrete scan event (string id in VENDOR_URI)
-NOT_GRADED = -1.0  # OpticalScanResult.Grade until the print-quality work grades codes
+NOT_GRADED = -1.0  # OpticalScanResult.Grade of a read without a quality grade
 
 # Counters published under the device's Counters object: (browse name, where in the status).
 SERVICE_COUNTERS = ("frames", "reads", "codes", "noreads", "frame_errors", "source_errors")
-SINK_COUNTERS = ("emitted", "events", "dropped", "clients", "scan_calls", "bad_requests")
+GRADES = ("A", "B", "C", "D", "F")
+QUALITY_COUNTERS = (*(f"grade_{g}" for g in GRADES), "ungraded")  # reads seen by this sink, by grade
+SINK_COUNTERS = ("emitted", "events", "dropped", "clients", "scan_calls", "bad_requests", *QUALITY_COUNTERS)
 
 
 @dataclass
@@ -243,11 +245,26 @@ def optical_scan_result(result: dict) -> Any:
     r.CodeType = "RAW:BYTES" if result.get("bytes_b64") else "RAW:STRING"
     r.ScanData = scan_data(result)
     r.Timestamp = parse_ts(result.get("ts"))
-    grade = result.get("grade")
-    r.Grade = float(grade) if isinstance(grade, (int, float)) and math.isfinite(grade) else NOT_GRADED
+    r.Grade = grade_score(result)
     r.Position = position(result.get("corners") or [])
     r.Symbology = str(result.get("format") or "")
     return r
+
+
+def grade_score(result: dict) -> float:
+    """The print-quality score 0..4 (ISO 15415 style, `quality.score`), or NOT_GRADED."""
+    q = result.get("quality")
+    score = q.get("score") if isinstance(q, dict) else None
+    if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+        return float(score)
+    return NOT_GRADED
+
+
+def grade_letter(result: dict) -> str:
+    """The counter a read adds to: grade_A .. grade_F, or ungraded."""
+    q = result.get("quality")
+    letter = q.get("grade") if isinstance(q, dict) else None
+    return f"grade_{letter}" if letter in GRADES else "ungraded"
 
 
 def flat_corners(result: dict) -> list[float]:
