@@ -189,7 +189,7 @@ def _locate(gray: np.ndarray, H0: np.ndarray, centres: np.ndarray, half: np.ndar
 
     Windows of +-`half` modules hold the pattern's dark core and its light ring only, so the
     centroid is the core's centre as long as the guess is within about half a module.
-    Two passes; returns (centres, ok) where ok is False for a window with no dark core
+    Up to two passes; returns (centres, ok) where ok is False for a window with no dark core
     (blot, glare) or a centroid that wandered: those keep their expected place.
     """
     g = 12  # samples per window side
@@ -215,8 +215,11 @@ def _locate(gray: np.ndarray, H0: np.ndarray, centres: np.ndarray, half: np.ndar
         new = np.stack([cu, cv], 1)
         moved = np.linalg.norm(new - centres, axis=1)
         good &= moved < 0.8
+        step = np.abs(new - cur).max()
         cur = np.where(good[:, None], new, centres)
         ok = good
+        if step < 0.1:
+            break  # the window was already centred: a second pass would not move it
     return cur, ok
 
 
@@ -255,10 +258,42 @@ def _overlay(cw_grades: np.ndarray, version: int, level: str) -> int:
     return best
 
 
+def _clean_grid(modules: np.ndarray):
+    """(level, mask) if every Reed–Solomon block of the grid has a zero syndrome as read:
+    the usual case, UEC = 1, settled without the full decode (segment parsing is the slow
+    part of it). A wrong grid never gets all-zero syndromes, so this vouches for the grid."""
+    from edge_runtime.decode.qr_grid import _data_mask, _syndrome_zero  # the decoder's own, not a copy
+
+    n = modules.shape[0]
+    version = (n - 17) // 4
+    fmt = read_format(modules, np.zeros_like(modules))
+    if not fmt or fmt[0][0] != 0:
+        return None
+    level, mask = fmt[0][1]
+    rows, cols = T.data_coords(version)
+    total = T.total_codewords(version)
+    bits = (modules[rows, cols] ^ _data_mask(version, mask))[: total * 8]
+    stream = np.packbits(bits)
+    for (_nd, ne), idx in zip(T.blocks(version, level), T.interleave_index(version, level)):
+        if not _syndrome_zero(stream[idx].tobytes(), ne):
+            return None
+    return _Clean(level, mask)
+
+
+class _Clean:
+    """The two fields of a GridResult that measure() uses, for a grid read without errors."""
+
+    def __init__(self, ec_level: str, mask: int) -> None:
+        self.ec_level, self.mask = ec_level, mask
+
+
 def _uec(gray: np.ndarray, modules: np.ndarray, corners: np.ndarray, ec: dict | None):
     """(UEC value or None, GridResult or None). Errors-only decode of our grid first (ISO's
     count); then the reader's own EC use; then the grid decoder's sampler with erasures
     (a code too damaged for errors-only decoding still has a known, low UEC)."""
+    clean = _clean_grid(modules)
+    if clean is not None:
+        return 1.0, clean
     r = decode_grid(modules)
     if r is not None:
         return max(0.0, 1.0 - r.worst_block), r
@@ -301,8 +336,14 @@ def measure(gray: np.ndarray, corners, *, ec: dict | None = None) -> dict | None
     # A rough threshold for timing / centroids: midway between the code's extremes.
     rough = _sample(gray, *_project(H1, _ROUGH[None, :], _ROUGH[:, None]))
     thr0 = (float(rough.min()) + float(rough.max())) / 2.0
-    scores = {v: _timing_score(gray, H1, T.size(v), thr0) for v in versions}
-    version = max(versions, key=lambda v: (round(scores[v], 2), -abs(T.size(v) - n_est)))
+    # Nearest version first: it is nearly always right, and a clean timing pattern settles it.
+    versions.sort(key=lambda v: abs(T.size(v) - n_est))
+    scores: dict[int, float] = {}
+    for v in versions:
+        scores[v] = _timing_score(gray, H1, T.size(v), thr0)
+        if scores[v] >= 0.95:
+            break
+    version = max(scores, key=lambda v: (round(scores[v], 2), -abs(T.size(v) - n_est)))
     n = T.size(version)
     H0 = H1 @ np.diag([1.0 / n, 1.0 / n, 1.0])  # module space -> frame
 
@@ -326,7 +367,8 @@ def measure(gray: np.ndarray, corners, *, ec: dict | None = None) -> dict | None
         use_src = np.vstack([use_src, [[n, n]]])
         use_dst = np.vstack([use_dst, q[2:3].astype(np.float64)])
     if len(use_src) >= 3:
-        A = np.linalg.lstsq(np.hstack([use_src, np.ones((len(use_src), 1))]), use_dst, rcond=None)[0].T  # 2x3
+        X = np.hstack([use_src, np.ones((len(use_src), 1))])
+        A = np.linalg.solve(X.T @ X, X.T @ use_dst).T  # 2x3 least squares (normal equations: 3x3)
         xp, yp = float(np.linalg.norm(A[:, 0])), float(np.linalg.norm(A[:, 1]))
         pitch = (xp + yp) / 2.0
         an = abs(xp - yp) / pitch if pitch > 0 else 1.0
