@@ -5,7 +5,7 @@ API::
 
     reason_for(gray, quad) -> str   # "detected_not_decoded" | "format_unreadable" | "too_damaged"
 
-`gray`: uint8 frame or crop; `quad`: the unread label's four corners in `gray`'s
+`gray`: uint8 frame or crop (gray, or BGR: converted); `quad`: the unread label's four corners in `gray`'s
 coordinates (the detector's, any start corner). It runs the grid decoder's own steps on
 the quad: sample the module grid (`qr_sample`), read the format information, decode
 with Reed–Solomon erasures (`qr_grid`):
@@ -23,6 +23,7 @@ per quad (it tries up to 3 versions), so call it once per unread label, not per 
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from edge_runtime.decode.qr_grid import decode_grid, read_format
@@ -31,6 +32,8 @@ from edge_runtime.decode.qr_sample import iter_grids
 
 def reason_for(gray: np.ndarray, quad) -> str:
     """The noread reason for the unread code at `quad` (see the module docstring)."""
+    if gray is not None and getattr(gray, "ndim", 0) == 3:
+        gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)  # the loop's frames may be BGR
     if gray is None or getattr(gray, "ndim", 0) != 2 or gray.size == 0:
         return "detected_not_decoded"
     q = np.asarray(quad, np.float32).reshape(-1, 2)

@@ -316,6 +316,7 @@ def test_reason_too_damaged():
     frame, _, corners = code_frame(2, matrix=m, px=6)
     assert not _reader().read(frame)
     assert reason_for(frame, corners) == "too_damaged"
+    assert reason_for(np.dstack([frame] * 3), corners) == "too_damaged"  # BGR, as the loop has it
 
 
 def test_reason_detected_not_decoded():
