@@ -430,17 +430,23 @@ def _cpu_s(pid: int) -> float:
 
 
 def test_cpu_with_and_without_a_viewer(tmp_path, capsys):
-    """Service CPU over 20 s: demo conveyor (30 fps), web view on but unwatched, then one viewer
-    fetching /api/frame + /frame.jpg at 5 fps (what the page does). Printed and written to
-    tests' output; the only assertion is the frame rate the viewer gets (<= 5 fps)."""
+    """CPU over 20 s on the demo conveyor (30 fps): with the view on but unwatched, then with
+    one viewer fetching /api/frame + /frame.jpg at 5 fps (what the page does). Two figures
+    each: the view's own CPU (its thread + its snapshots on the loop thread, web_cpu_s in
+    /api/status: exact even on a busy machine) and the whole service process (noisy when
+    other work shares the cores). Printed, not asserted; asserted: the viewer gets <= 5 fps."""
     svc = Running(tmp_path, '[source]\nkind = "synthetic"\nfps = 30.0\n')
+
+    def web_cpu() -> float:
+        return json.loads(http(svc.url + "/api/status")[2])["web_cpu_s"]
+
     try:
-        time.sleep(5)  # the model loaded and the line in its stride
+        time.sleep(5)  # the line in its stride
         span = 20.0
-        c0 = _cpu_s(svc.proc.pid)
+        c0, w0 = _cpu_s(svc.proc.pid), web_cpu()
         time.sleep(span)
-        idle = (_cpu_s(svc.proc.pid) - c0) / span
-        c0, t0 = _cpu_s(svc.proc.pid), time.monotonic()
+        idle, idle_web = (_cpu_s(svc.proc.pid) - c0) / span, (web_cpu() - w0) / span
+        c0, w0, t0 = _cpu_s(svc.proc.pid), web_cpu(), time.monotonic()
         frames = set()
         while time.monotonic() - t0 < span:
             t = time.monotonic()
@@ -449,12 +455,13 @@ def test_cpu_with_and_without_a_viewer(tmp_path, capsys):
                 frames.add(f["frame"])
                 assert http(svc.url + f"/frame.jpg?frame={f['frame']}")[0] == 200
             time.sleep(max(0.0, 0.2 - (time.monotonic() - t)))
-        watched = (_cpu_s(svc.proc.pid) - c0) / span
+        watched, watched_web = (_cpu_s(svc.proc.pid) - c0) / span, (web_cpu() - w0) / span
     finally:
         svc.stop()
-    line = (f"service CPU, demo conveyor 30 fps: web view unwatched {idle * 100:.1f} % of one core, "
-            f"one viewer at 5 fps {watched * 100:.1f} % (+{(watched - idle) * 100:.1f} %), "
-            f"{len(frames) / span:.1f} frames/s served")
+    line = (f"CPU, demo conveyor 30 fps, % of one core: the web view itself {idle_web * 100:.2f} unwatched, "
+            f"{watched_web * 100:.1f} with one viewer at 5 fps ({len(frames) / span:.1f} frames/s served); "
+            f"whole service {idle * 100:.1f} unwatched, {watched * 100:.1f} watched; "
+            f"load average {open('/proc/loadavg').read().split()[0]}")
     with capsys.disabled():
         print("\n" + line)
     assert len(frames) / span <= 5.5

@@ -105,6 +105,7 @@ class WebServer:
         self._conns: dict[socket.socket, _Conn] = {}  # accept order: the first is the oldest
         self._viewers: dict[str, float] = {}  # address -> last request (monotonic)
         self.refused_viewers = 0
+        self.thread_cpu_s = 0.0  # CPU of the serving thread (JPEG encoding, aids, JSON)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._stop = threading.Event()
@@ -143,6 +144,7 @@ class WebServer:
             now = time.monotonic()
             for conn in [c for c, st in self._conns.items() if st.deadline <= now]:
                 self._drop(conn)
+            self.thread_cpu_s = time.thread_time()
 
     def _accept(self) -> None:
         while True:
@@ -297,6 +299,8 @@ class WebServer:
             "source": st.get("source"), "stage_ms_p50": st.get("stage_ms_p50"),
             "noread_images": bool(self.state.noread_dir),
             "viewers": self.viewers(), "max_viewers": self.max_viewers,
+            # What the view itself has cost: its thread plus its snapshots on the loop thread.
+            "web_cpu_s": round(self.thread_cpu_s + self.state.cpu_s, 3),
         }
 
 

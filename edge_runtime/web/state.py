@@ -87,6 +87,7 @@ class WebState:
         self._minutes: dict[int, list[float]] = {}
         self._aids: tuple[float, dict] | None = None
         self.snapshots = 0  # taken since start (tests and the CPU figures use it)
+        self.cpu_s = 0.0  # CPU the snapshots took on the loop thread: the view's cost there
 
     # -- the observer side (the loop thread) ------------------------------------------------
 
@@ -95,6 +96,7 @@ class WebState:
         if now >= self._wanted_until or now - self._last_snap < 1.0 / SNAP_FPS:
             return
         self._last_snap = now
+        t0 = time.thread_time()
         image = frame.image
         h, w = image.shape[:2]
         if w > MAX_WIDTH:
@@ -112,6 +114,7 @@ class WebState:
         with self._lock:
             self._snaps.append(snap)
             self.snapshots += 1
+        self.cpu_s += time.thread_time() - t0
 
     def results(self, results: list[dict]) -> None:
         now = time.time()
