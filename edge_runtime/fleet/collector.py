@@ -49,6 +49,12 @@ from edge_runtime.fleet.rows import Malformed, ResultRow, StatusRow, now_iso, re
 log = logging.getLogger("edge_runtime.collect")
 
 STATS_EVERY_S = 30.0
+# The consumer should be back before the producers: after a broker restart mosquitto 2.0 has
+# forgotten shared subscriptions (it restores the session, not the $share subscription), and a
+# result a device publishes before we subscribe again matches no one. Devices retry after 1 s;
+# we retry every 0.1 s doubling to 0.5 s (a refused connect to a local broker costs nothing).
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 0.5
 RETRY_MAX_S = 30.0
 
 
@@ -59,7 +65,8 @@ class Collector:
         b = cfg.broker
         self.where = f"{b['host']}:{b['port']}"
         self.prefix = cfg.topic_prefix
-        self.topic_results = f"$share/{cfg.group}/{self.prefix}/+/result"
+        plain = f"{self.prefix}/+/result"
+        self.topic_results = f"$share/{cfg.group}/{plain}" if cfg.shared else plain
         self.topic_status = f"{self.prefix}/+/status"
         self.stop_event = threading.Event()
         self.queue: queue.Queue[tuple[int, int, int, str, bytes, str]] = queue.Queue()
@@ -85,7 +92,7 @@ class Collector:
                       cert_reqs=ssl.CERT_REQUIRED)
             if tls.get("insecure"):
                 c.tls_insecure_set(True)
-        c.reconnect_delay_set(1, 5)
+        c.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect

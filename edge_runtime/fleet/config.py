@@ -4,6 +4,8 @@ naming the file and the key, all of them at once, and the command exits 2.
     group = "plant"               # shared-subscription group: collectors in one group split the load
     topic_prefix = "edge"         # as the devices' mqtt sinks
     client_id = "collector-a"     # stable per instance (persistent session); default from group + host
+    shared = true                 # false: a plain subscription, for a single collector (see README:
+                                  # mosquitto does not restore shared subscriptions after a restart)
 
     [broker]
     host = "broker.plant"  port = 8883  keepalive = 30
@@ -41,6 +43,7 @@ TOP: dict[str, tuple[tuple[type, ...], Any, tuple[float, float] | None]] = {
     "group": ((str,), "edge-collectors", None),
     "topic_prefix": ((str,), "edge", None),
     "client_id": ((str,), None, None),
+    "shared": ((bool,), True, None),
     "log_level": ((str,), "info", None),
 }
 BROKER: dict[str, tuple[tuple[type, ...], Any, tuple[float, float] | None]] = {
@@ -76,6 +79,7 @@ class CollectorConfig:
     topic_prefix: str
     client_id: str
     log_level: str
+    shared: bool = True
     broker: dict[str, Any] = field(default_factory=dict)
     db: dict[str, Any] = field(default_factory=dict)
 
@@ -176,4 +180,4 @@ def validate(doc: dict, label: str = "collector config") -> CollectorConfig:
         raise CollectorConfigError(problems)
     client_id = top["client_id"] or f"edge-collect-{top['group']}-{socket.gethostname()}"
     return CollectorConfig(path=label, group=top["group"], topic_prefix=top["topic_prefix"], client_id=client_id,
-                           log_level=top["log_level"], broker=broker, db=db)
+                           log_level=top["log_level"], shared=top["shared"], broker=broker, db=db)
