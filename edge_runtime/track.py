@@ -165,6 +165,7 @@ class NoreadTrack:
     raw: bytes | None = None  # the payload once read: a read of another payload is another label
     velocity: tuple[float, float] | None = None  # px per frame, once seen in two frames
     size: float = 0.0  # the code's extent in px, for the match radius
+    reason: str | None = None  # why it is not read (noread_reason), judged on its first sighting
 
 
 class NoreadTracker:

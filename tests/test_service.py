@@ -565,3 +565,27 @@ def test_a_second_sigterm_while_winding_down_still_exits_0(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err[-1500:]
+
+
+def test_reads_carry_print_quality_and_noreads_a_reason(tmp_path):
+    path = make_config(tmp_path, source={"frames": 90})
+    Service(config.load(str(path))).run(install_signals=False)
+    reads = [r for r in read_jsonl(tmp_path / "out.jsonl") if r["kind"] == "read"]
+    graded = [r for r in reads if r.get("quality")]
+    assert reads and len(graded) == len(reads)
+    for r in graded:
+        VALIDATOR.validate(r)
+        assert r["quality"]["grade"] in "ABCDF" and 0 <= r["quality"]["sc"] <= 1
+    # A window on an empty belt: its noread says nothing was detected (look at the camera).
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    path = make_config(empty, source={"realtime": True, "labels_per_s": 0})
+    path.write_text(path.read_text() + '[trigger]\nmode = "window"\nsource = "signal"\n')
+    with Running(path) as run:
+        run.service.trigger.push(True)
+        time.sleep(0.3)
+        run.service.trigger.push(False)
+        wait_for(lambda: read_jsonl(empty / "out.jsonl"), what="the window's noread")
+    (n,) = read_jsonl(empty / "out.jsonl")
+    VALIDATOR.validate(n)
+    assert n["kind"] == "noread" and n["reason"] == "nothing_detected" and n["frames"] >= 1

@@ -268,9 +268,17 @@ def audit(results: list[dict], truths: dict[int, list[dict]] | LabelBook, px_per
         "false_reads": len(false_reads),
         "stray_noreads": len(stray_noreads),
         "read_rate": round(len(reads) / n, 4) if n else 0.0,
+        "noread_reasons": _count(r.get("reason") for r in results if r["kind"] == "noread"),
         "results": len(results),
         "ok": not silent and not dups and not false_reads and not stray_noreads,
     }
+
+
+def _count(values) -> dict:  # noqa: ANN001
+    out: dict = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
 
 
 def _raw(r: dict) -> bytes:
@@ -325,6 +333,8 @@ def summary(r: dict) -> str:
         f"reader ms per frame p50 {ms['p50']} p99 {ms['p99']} max {ms['max']}; reader CPU {r['reader_cpu_ms_mean']} ms/frame; "
         f"service CPU {r['service_cpu_ms_per_frame']} ms/frame (synthesis {r['synthesis_cpu_ms_per_frame']} ms/frame apart)",
     ]
+    if r.get("noread_reasons"):
+        lines.append("noread reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(r["noread_reasons"].items())))
     if r["silent_labels"]:
         lines.append(f"silent labels: {r['silent_labels']}")
     if r["duplicate_labels"]:

@@ -35,6 +35,8 @@ from edge_runtime.service import id_floor
 from edge_runtime.service.ids import IdAllocator, StateDirError
 from edge_runtime.service.metrics import Stats
 from edge_runtime.service.notify import Heartbeat, Notifier, StatusLine
+from edge_runtime.noread_reason import reason_for
+from edge_runtime.quality import attach_quality
 from edge_runtime.service.results import noread_result, read_result
 from edge_runtime.service.trigger import Trigger
 from edge_runtime.track import Tracker
@@ -543,19 +545,27 @@ class Service:
             return
         # an exception here is a frame error (_loop)
         events = trig.mode == "continuous" and self.config["reader"]["noread_events"]
-        codes = self.reader.read(frame.image, noreads=events)
+        # Unread detections also tell a window's noread why it is one (detected, not decoded).
+        codes = self.reader.read(frame.image, noreads=events or window is not None)
         unread = [c for c in codes if c.kind == "noread"]
         codes = [c for c in codes if c.kind != "noread"]
         t2 = time.perf_counter()
         self.stats.observe("read", (t2 - t1) * 1000)
         self.stats.codes += len(codes)
+        if window is not None and unread and window.reason is None:
+            window.unread = list(unread[0].corners)
+            window.reason = reason_for(frame.image, window.unread)
         if events:
             gone = self.noread_tracker.update(unread, codes, frame.ts, frame.index)
-            if self.noread_store is not None and unread:
-                # The label's image as last seen: by the time it counts as a noread it has left.
-                for t in self.noread_tracker.tracks:
-                    if t.last_frame == frame.index and not t.read:
-                        t.image = self.noread_store.crop(frame.image, t.corners)
+            for t in self.noread_tracker.tracks:
+                if t.last_frame != frame.index or t.read:
+                    continue
+                if t.reason is None:
+                    # Judged once, on first sight: camera (not decodable) or printer (too damaged)?
+                    t.reason = reason_for(frame.image, t.corners)
+                if self.noread_store is not None:
+                    # The label's image as last seen: by the time it counts as a noread it has left.
+                    t.image = self.noread_store.crop(frame.image, t.corners)
             self._emit_noreads(gone)
         new = self.tracker.update(codes, frame.ts, frame.index) if codes else []
         if trig.mode == "single":
@@ -572,6 +582,8 @@ class Service:
         t3 = time.perf_counter()
         self.stats.observe("track", (t3 - t2) * 1000)
         if new:
+            # Print quality of each new label's code, from this frame (~1 ms a code).
+            attach_quality(frame.image, [code for code, _track in new])
             makers = [("read", lambda rid, code=code, track=track:
                        read_result(rid, self.device_id, code, track, frame.index, frame.ts)) for code, track in new]
             if window is not None:
@@ -604,7 +616,7 @@ class Service:
                 store.save(rid, t.image)
                 t.image = None
             return noread_result(rid, self.device_id, t.first_seen, t.last_seen, t.frames,
-                                 t.last_frame, corners=t.corners, stage="detected")
+                                 t.last_frame, corners=t.corners, stage="detected", reason=t.reason)
 
         if gone:
             self._publish([("noread", lambda rid, t=t: make(rid, t)) for t in gone])
@@ -612,7 +624,8 @@ class Service:
     def _close_window(self, window, ts: float) -> None:
         if window.results == 0 and self.trigger.noread:
             self._publish([("noread", lambda rid: noread_result(
-                rid, self.device_id, window.opened, ts, window.frames, window.last_frame))])
+                rid, self.device_id, window.opened, ts, window.frames, window.last_frame,
+                corners=window.unread, reason=window.reason or "nothing_detected"))])
 
     def _publish(self, makers: list[tuple[str, Callable[[int], dict]]]) -> None:
         """Accept results (in order) and hand them to the sinks as soon as they have ids.

@@ -54,6 +54,8 @@ class Window:
     reopen: bool = False  # the events folded into it leave the trigger on
     reopen_at: float = 0.0
     coalesced: int = 0  # trigger events folded into this window
+    unread: list | None = None  # last corners of a code detected in it and not read
+    reason: str | None = None  # why that code was not read
 
 
 def parse_state(value: Any) -> bool | None:
