@@ -159,8 +159,10 @@ class Collector:
                 break
         return batch
 
-    def _rows(self, batch: list) -> tuple[list[ResultRow], list[StatusRow]]:
+    def _rows(self, batch: list) -> tuple[list[ResultRow], list[StatusRow], int]:
+        """(distinct results, statuses, valid results including redeliveries within the batch)"""
         results: dict[tuple[str, int], ResultRow] = {}
+        valid = 0
         statuses: list[StatusRow] = []
         for _gen, _mid, _qos, topic, payload, rx in batch:
             self.counters["received"] += 1
@@ -168,6 +170,7 @@ class Collector:
             try:
                 if leaf == "result":
                     row = result_row(device, payload, rx)
+                    valid += 1
                     results.setdefault((row.device_id, row.id), row)  # a redelivery within one batch
                 elif leaf == "status":
                     statuses.append(status_row(device, payload, rx))
@@ -175,7 +178,7 @@ class Collector:
                     raise Malformed("topic is neither {prefix}/<device>/result nor /status")
             except Malformed as e:
                 self._malformed(topic, str(e))
-        return list(results.values()), statuses
+        return list(results.values()), statuses, valid
 
     def _malformed(self, topic: str, why: str) -> None:
         self.counters["malformed"] += 1
@@ -243,13 +246,13 @@ class Collector:
                     self.counters["acks_not_sent"] += 1  # an older connection's: the broker re-sends it
 
     def process(self, batch: list) -> bool:
-        results, statuses = self._rows(batch)
+        results, statuses, valid = self._rows(batch)
         if results or statuses:
             new = self._write(results, statuses)
             if new is None:
                 return False
             self.counters["stored"] += new
-            self.counters["duplicates"] += len(results) - new
+            self.counters["duplicates"] += valid - new
             self.counters["statuses"] += len(statuses)
         self._ack(batch)
         return True
