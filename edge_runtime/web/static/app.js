@@ -56,7 +56,7 @@ function askToken() {
 }
 function every(ms, fn) {
   const tick = async () => {
-    try { await fn(); } catch (e) { if (e instanceof Unauthorized) askToken(); }
+    try { await fn(); } catch (e) { if (e instanceof Unauthorized) askToken(); else console.warn(fn.name, e); }
     setTimeout(tick, ms);
   };
   tick();
