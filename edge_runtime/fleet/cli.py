@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:  # noqa: ANN001 - argparse's private _SubPar
         "the database (primary key device_id, id; duplicates ignored); each message is acknowledged only after "
         "its batch was committed. SIGTERM/SIGINT stop cleanly.",
     )
-    c.add_argument("--config", "-c", metavar="FILE", required=True, help="collector TOML (see README, The collector)")
+    c.add_argument("--config", "-c", metavar="FILE", help="collector TOML, required (see README, The collector)")
     c.set_defaults(func=cmd_collect)
     f = subparsers.add_parser(
         "fleet",
@@ -38,6 +38,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from edge_runtime.fleet.db import DbError
     from edge_runtime.service import logs
 
+    if not args.config:
+        raise UserError("collect: --config FILE is required (see README, The collector)")
     try:
         cfg = load(args.config)
     except CollectorConfigError as e:
