@@ -5,10 +5,11 @@
 #                       openssl (TLS test certificates), systemd (systemd-analyze checks the unit
 #                       file) and procps (/bin/kill, the unit's ExecReload; verify refuses a unit
 #                       whose command is missing); a minimal Debian or a container has neither;
-#                       chromium (the web view's browser tests drive it with playwright)
+#                       chromium (the web view's browser tests drive it with playwright);
+#                       postgresql (the collector's tests initdb their own server on a free port)
 set -euo pipefail
 want=(libzbar0)
-[[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl systemd procps chromium)
+[[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl systemd procps chromium postgresql)
 
 missing=()
 for pkg in "${want[@]}"; do
