@@ -49,8 +49,10 @@ class Postgres:
             raise RuntimeError(f"{' '.join(cmd[:2])} failed ({p.returncode}): {p.stdout[-1500:]} {p.stderr[-1500:]}")
 
     def start(self) -> "Postgres":
-        self._run(pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--no-sync")
+        """initdb (first time only) and start the server."""
+        if not self.data.exists():
+            self._run(pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                      "--no-sync")
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
         self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-o", opts, "-w", "-t", "60",
                   "start")
@@ -61,6 +63,10 @@ class Postgres:
             return (self.dir / "log").read_text(errors="replace")[-n:]
         except OSError:
             return ""
+
+    def halt(self) -> None:
+        """Stop the server (immediate: connections drop like a crash) and keep the data: start() again."""
+        self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def stop(self) -> None:
         if self.data.exists():

@@ -418,3 +418,36 @@ def test_fleet_errors_are_one_line(tmp_path: Path) -> None:
         assert p.returncode == 2, p
         assert p.stderr.count("\n") == 1 and want in p.stderr and "Traceback" not in p.stderr, p.stderr
         assert "secret" not in p.stderr
+
+
+def test_database_outage_acknowledges_nothing_and_loses_nothing(tmp_path: Path, broker, postgres) -> None:  # noqa: F811
+    """PostgreSQL goes away mid-run: the collector keeps the batch unacknowledged and retries; it
+    is even SIGKILLed during the outage. Once the database is back (and the collector restarted),
+    the broker's redelivery fills the table: every result once."""
+    cfg = collector_config(tmp_path, 0, broker.port, postgres.url, batch_ms=20)
+    log = tmp_path / "collector.log"
+    p = start_collector(cfg, log)
+    try:
+        publish(broker.port, [("edge/d1/result", json.dumps(result("d1", i)).encode()) for i in (1, 2)])
+        wait_for(lambda: stored_ids(postgres.url) == [("d1", 1), ("d1", 2)], 20, "the first results")
+        # Outage 1: the same collector retries and stores the held batch once the database is back.
+        postgres.halt()
+        publish(broker.port, [("edge/d1/result", json.dumps(result("d1", i)).encode()) for i in (3, 4, 5)])
+        wait_for(lambda: "nothing of this batch is acknowledged" in log_text(log), 20, "the collector to notice")
+        postgres.start()
+        wait_for(lambda: stored_ids(postgres.url) == [("d1", i) for i in range(1, 6)], 60, "the held batch")
+        # Outage 2: the collector is SIGKILLed with the batch in hand, never acknowledged.
+        n = log_text(log).count("nothing of this batch is acknowledged")
+        postgres.halt()
+        publish(broker.port, [("edge/d1/result", json.dumps(result("d1", i)).encode()) for i in (6, 7)])
+        wait_for(lambda: log_text(log).count("nothing of this batch is acknowledged") > n, 20, "the collector to notice")
+        assert p.poll() is None
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        postgres.start()
+        p = start_collector(cfg, log)
+        want = [("d1", i) for i in range(1, 8)]
+        wait_for(lambda: stored_ids(postgres.url) == want, 30, "every result after the outage")
+    finally:
+        assert stop(p) == 0
+    assert "Traceback" not in log_text(log)

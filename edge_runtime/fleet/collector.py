@@ -73,6 +73,7 @@ class Collector:
         self._lock = threading.Lock()  # _gen/_connected against acks from the writer
         self._gen = 0
         self._connected = False
+        self._refused = 0
         self.counters: dict[str, int] = {
             "received": 0, "stored": 0, "duplicates": 0, "statuses": 0, "malformed": 0,
             "db_errors": 0, "acks_not_sent": 0, "connects": 0,
@@ -210,6 +211,7 @@ class Collector:
                     return self._write_one_by_one(results, statuses)
                 if not e.transient:
                     what = results[0] if results else statuses[0]
+                    self._refused += len(results)
                     self._malformed(f"{self.prefix}/{what.device_id}/...", f"refused by the database: {e}")
                     return 0
                 log.error("%s; retrying in %.0f s, nothing of this batch is acknowledged", e, delay)
@@ -247,12 +249,13 @@ class Collector:
 
     def process(self, batch: list) -> bool:
         results, statuses, valid = self._rows(batch)
+        self._refused = 0  # results of this batch the database refused (counted as malformed)
         if results or statuses:
             new = self._write(results, statuses)
             if new is None:
                 return False
             self.counters["stored"] += new
-            self.counters["duplicates"] += valid - new
+            self.counters["duplicates"] += valid - new - self._refused
             self.counters["statuses"] += len(statuses)
         self._ack(batch)
         return True
