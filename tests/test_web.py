@@ -469,3 +469,22 @@ def test_cpu_with_and_without_a_viewer(tmp_path, capsys):
     with capsys.disabled():
         print("\n" + line)
     assert len(frames) / span <= 5.5
+
+
+def test_noread_images_are_listed_and_served_by_id_only(tmp_path):
+    (tmp_path / "noread-000000000042.png").write_bytes(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes())
+    (tmp_path / "noread-000000000007.png").write_bytes(b"\x89PNG old")
+    (tmp_path / "secret.png").write_bytes(b"not a noread")
+    srv = WebServer("127.0.0.1", 0, WebState(noread_dir=str(tmp_path)), lambda: {"sinks": {}})
+    try:
+        url = f"http://127.0.0.1:{srv.port}"
+        assert json.loads(http(url + "/api/noreads")[2]) == [42, 7]
+        status, headers, body = http(url + "/noreads/42.png")
+        assert status == 200 and headers["Content-Type"] == "image/png" and body[:4] == b"\x89PNG"
+        assert http(url + "/noreads/000000000042.png")[0] == 200
+        for bad in ("/noreads/43.png", "/noreads/secret.png", "/noreads/-1.png", "/noreads/42.png/..",
+                    "/noreads/%2e%2e/secret.png"):
+            assert http(url + bad)[0] == 404, bad
+        assert json.loads(http(url + "/api/status")[2])["noread_images"] is True
+    finally:
+        srv.close()
