@@ -219,7 +219,9 @@ class FrameWork:
         with self.cond:
             if self.closed:
                 return None
-            order = sorted(self._open(), key=lambda g: self.pulled[g])
+            # Fallback groups last: they are for what the others cannot read, and take
+            # what the others cannot use (a worker with nothing else to start).
+            order = sorted(self._open(), key=lambda g: (g in self.fallback, self.pulled[g]))
             for fresh in (False, True) if thread == "worker" else (False,):
                 for g in order:
                     q = self.pending[g]
