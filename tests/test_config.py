@@ -91,7 +91,8 @@ def test_relative_path_is_named_as_given(tmp_path, monkeypatch):
         ("[log]\nformat = \"xml\"\n", "log.format: expected one of \"json\", \"text\", got \"xml\""),
         ("[[sinks]]\nkind = \"jsonl\"\n", "sinks[1].path: missing (required for kind \"jsonl\")"),
         ("[[sinks]]\nkind = \"jsonl\"\npath = \"x\"\nkeep = 1.5\n", "sinks[1].keep: expected integer, got 1.5"),
-        ("[[sinks]]\nkind = \"kafka\"\n", "sinks[1].kind: expected one of \"stdout\", \"jsonl\", \"mqtt\", \"serial\", got \"kafka\""),
+        ("[[sinks]]\nkind = \"kafka\"\n", "sinks[1].kind: expected one of "
+         + ", ".join(f'"{k}"' for k in __import__("edge_runtime.sinks").sinks.KINDS) + ', got "kafka"'),
         ("[[sinks]]\nname = \"x\"\n", "sinks[1].kind: missing"),
         ("[[sinks]]\nkind = \"stdout\"\nname = \"stdout0\"\n", "sinks[1].name: duplicate sink name \"stdout0\""),
         ("[[sinks]]\nkind = \"mqtt\"\nqos = 3\n", "sinks[1].qos: must be at most 2, got 3"),
