@@ -108,6 +108,8 @@ class Reader:
         self.grid = GridDecoder() if GridDecoder is not None else None
         # cv2.QRCodeDetector objects are not re-entrant: one OpenCV attempt at a time.
         self._locks = {"opencv": threading.Lock()}
+        # video: the previous frame's detections were all read, so this frame may skip the model
+        self._detector_rests = False
 
     @property
     def deadline_ms(self) -> float | None:
@@ -139,9 +141,20 @@ class Reader:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="reader")
         return self._pool
 
-    def read(self, frame: np.ndarray, *, noreads: bool = False) -> list[Code]:
+    def read(self, frame: np.ndarray, *, noreads: bool = False, video: bool = False,
+             skip: Iterable = ()) -> list[Code]:
         """Codes in `frame` (BGR or gray uint8). With `noreads`, also one Code of
-        kind "noread" per detected code that nothing could read (needs a detector)."""
+        kind "noread" per detected code that nothing could read (needs a detector).
+
+        `video`: the frame follows the previous one in a stream (the service's capture loop),
+        which makes three savings safe that are not for unrelated images:
+        - the detector rests every other frame while everything it found was read (a label
+          in view for 2 frames is still seen by it at least once);
+        - a detected code cut by the frame's edge gets no retries: it will be whole in a
+          later frame (it is still returned as a noread detection, so it stays tracked);
+        - `skip`: quads the caller needs nothing on in this frame (where labels already read
+          are expected, or a hard label resting between tries): their detections get no
+          retries and are not returned."""
         t0 = time.perf_counter()
         frame = np.asarray(frame)
         if frame.dtype != np.uint8:  # checked before cvtColor, which fails with a C++ assertion instead
@@ -153,7 +166,11 @@ class Reader:
         found: list[Code] = []
         dkey = ("detect", gray.shape)
         pending = None
-        if self.detector is not None and pool is not None and b.allows(dkey, t0, thread="worker"):
+        skip = [q for q in skip if len(q) >= 3] if video else []
+        rest = video and self._detector_rests
+        self._detector_rests = False
+        detect = self.detector is not None and not rest
+        if detect and pool is not None and b.allows(dkey, t0, thread="worker"):
             # The model runs beside the direct pass: both release the GIL.
             pending = pool.submit(b.timed, dkey, lambda: self.detector.detect(gray))
         primary = next(iter(self.decoders))
@@ -161,9 +178,15 @@ class Reader:
         _merge(found, b.timed(("direct", gray.shape), lambda: self._run(primary, gray)), "direct")
         missed: list = []
         crops: list = []
-        if self.detector is not None:
+        cut: list = []
+        if detect:
             dets = self._detections(pending, gray, t0)
-            missed = [d for d in dets if not any(roi.contains(d.corners, c.center) for c in found)]
+            missed = [d for d in dets if not any(roi.contains(d.corners, c.center) for c in found)
+                      and not any(roi.contains(q, _centre(d.corners)) for q in skip)]
+            if video:
+                cut = [d for d in missed if _cut_by_edge(d.corners, gray.shape)]
+                missed = [d for d in missed if not _cut_by_edge(d.corners, gray.shape)]
+                self._detector_rests = not missed and not cut
             missed.sort(key=lambda d: -d.score)
             crops = [roi.rectify(gray, d.corners) for d in missed]
         groups = [list(self._roi_attempts(crop, h_inv, d.corners)) for (crop, h_inv), d in zip(crops, missed)]
@@ -179,7 +202,7 @@ class Reader:
                 for c in codes:
                     c.corners = roi.map_points(crops[g][1], c.corners)
             _merge(found, codes, a.stage)
-        missed = [d for d in missed if not any(roi.contains(d.corners, c.center) for c in found)]
+        missed = [d for d in missed + cut if not any(roi.contains(d.corners, c.center) for c in found)]
         elapsed = (time.perf_counter() - t0) * 1000.0
         for c in found:
             c.elapsed_ms = elapsed
@@ -334,6 +357,17 @@ def _shifted(codes: list[Code], dx: int, dy: int) -> list[Code]:
     for c in codes:
         c.corners = [(px + dx, py + dy) for px, py in c.corners]
     return codes
+
+
+def _centre(quad) -> tuple[float, float]:
+    return (sum(p[0] for p in quad) / len(quad), sum(p[1] for p in quad) / len(quad))
+
+
+def _cut_by_edge(quad, shape: tuple[int, ...], margin: float = 3.0) -> bool:
+    """Does the quad touch the frame's edge? The detector's quad of a code only partly in
+    view stops at the edge; a code that lies wholly inside keeps a quiet zone off it."""
+    h, w = shape[:2]
+    return any(x < margin or y < margin or x > w - 1 - margin or y > h - 1 - margin for x, y in quad)
 
 
 def _half(gray: np.ndarray) -> np.ndarray:

@@ -257,6 +257,20 @@ class NoreadTracker:
             out.append([(x + dx, y + dy) for x, y in t.corners])
         return out
 
+    def resting_quads(self, frame_index: int, tries: int = 6, every: int = 3) -> list[list[tuple[float, float]]]:
+        """Unread labels that had `tries` frames of retries: from then on they are tried
+        on every `every`-th frame only. A label that resisted six full sweeps rarely reads
+        in the next frame (its damage or glare travels with it), and each sweep costs a
+        frame's budget; it is still tried as it crosses, and ends in a noread if never read."""
+        out = []
+        for t in self._tracks:
+            gap = frame_index - t.last_frame
+            if t.read or t.frames < tries or gap > every or (frame_index - t.first_frame) % every == 0:
+                continue
+            dx, dy = (t.velocity[0] * gap, t.velocity[1] * gap) if t.velocity is not None else (0.0, 0.0)
+            out.append([(x + dx, y + dy) for x, y in t.corners])
+        return out
+
     @staticmethod
     def _predict(t: NoreadTrack, gap: int) -> tuple[float, float]:
         if t.velocity is None:

@@ -353,3 +353,56 @@ def test_configured_belt_angle_and_length_reach_the_blur_estimate_through_the_wa
     hinted = Reader(detector="none", workers=0, blur_angle=90.0, blur_lengths=[14.0])
     hinted.detector = _KnownQuads([quad])
     assert [c.text for c in hinted.read(frame)] == ["SMEAR-1"]
+
+
+def _conveyor_frames(n: int, seed: int = 0):
+    from edge_runtime.synth.conveyor import SyntheticConveyor
+
+    c = SyntheticConveyor(seed=seed)
+    return [c.next_frame() for _ in range(n)]
+
+
+def test_video_rests_the_detector_while_everything_it_found_was_read():
+    frames = _conveyor_frames(40)
+    r = Reader(detector="tflite", workers=0)
+    calls = []
+    real = r.detector.detect
+    r.detector.detect = lambda g: calls.append(1) or real(g)
+    for img, _truths in frames:
+        r.read(img, noreads=True)
+    assert len(calls) == 40  # independent images: the model sees every one
+    calls.clear()
+    runs = []
+    for img, _truths in frames:
+        before = len(calls)
+        r.read(img, noreads=True, video=True)
+        runs.append(len(calls) - before)
+    assert 20 <= sum(runs) < 40  # rests on some frames...
+    assert all(a or b for a, b in zip(runs, runs[1:]))  # ...but never on two in a row
+    r.close()
+
+
+def test_video_spends_nothing_on_codes_cut_by_the_edge_or_skipped_but_keeps_them_tracked():
+    img, truths = next((f, t) for f, t in _conveyor_frames(120) if t)
+    quad = truths[0]["corners"]
+    r = Reader(detector="tflite", workers=0)
+    dets = r.detector.detect(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    assert dets
+    spent = []
+    real = r._roi_attempts
+    r._roi_attempts = lambda *a: spent.append(1) or real(*a)
+    # Everything the detector found, declared skipped: no retries, nothing returned for them.
+    skip = [list(d.corners) for d in dets]
+    out = r.read(img, noreads=True, video=True, skip=skip)
+    assert spent == [] and all(c.kind == "read" for c in out)
+    assert any(roi.contains(quad, c.center) for c in out) or not out  # reads of the direct pass stay
+    # A code cut by the frame's edge: returned as a noread detection, no retries.
+    h, w = img.shape[:2]
+    x0 = int(min(p[0] for p in quad)) + 20
+    cut = np.ascontiguousarray(img[:, x0:])
+    spent.clear()
+    r._detector_rests = False  # the frame before found nothing to do; this one is a new scene
+    out = r.read(cut, noreads=True, video=True)
+    noread = [c for c in out if c.kind == "noread"]
+    assert spent == [] and noread and min(p[0] for p in noread[0].corners) < 3
+    r.close()
