@@ -173,6 +173,18 @@ SECTIONS: dict[str, dict[str, Opt]] = {
         "max_distance_px": Opt((int, float), 200.0, minimum=0, maximum=100000),
         "direction": Opt((str,), "any", choices=("any", "+x", "-x", "+y", "-y")),
     },
+    # Match-code validation (edge_runtime/match.py): each read carries "match": true|false.
+    "match": {
+        "mode": Opt((str,), "off", choices=("off", "exact", "regex", "list", "increment")),
+        # exact: the whole payload; regex: searched in the payload (re.search), <= 512 characters.
+        "pattern": Opt((str,), ""),
+        # list: a file of accepted payloads, one a line (read at start and on reload).
+        "list": Opt((str,), None),
+        # increment: the payload's last run of digits must grow by step from read to read.
+        "step": Opt((int,), 1, minimum=1, maximum=1_000_000_000),
+        # increment: the value the first read must carry (default: whatever it carries).
+        "start": Opt((int,), None, minimum=0, maximum=10**18),
+    },
     "metrics": {
         "port": Opt((int,), None, minimum=0, maximum=65535),
         # Scraping from the network is a choice: host = "0.0.0.0".
@@ -413,7 +425,7 @@ class _Validator:
         data["sinks"] = self.sinks(doc.get("sinks"), data)
         self.cross(data)
         # Order the output like the example config.
-        order = [*TOP, "reader", "source", "trigger", "dedup", "metrics", "web", "log", "sinks"]
+        order = [*TOP, "reader", "source", "trigger", "dedup", "match", "metrics", "web", "log", "sinks"]
         return {k: data[k] for k in order}
 
     def state_dir(self, given: str | None) -> str:
@@ -560,6 +572,11 @@ class _Validator:
 
     def cross(self, data: dict) -> None:
         self.web(data["web"])
+        from edge_runtime import match
+
+        if not any(p.startswith(f"{self.label}: match.") for p in self.problems):  # one line per key
+            for key, msg in match.problems(data["match"]):
+                self.err(key, msg)
         trig = data["trigger"]
         kinds = {s["kind"] for s in data["sinks"]}
         if trig["mode"] != "continuous" and trig["source"] in ("serial", "mqtt", "opcua", "modbus") and trig["source"] not in kinds:
