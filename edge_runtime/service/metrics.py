@@ -18,6 +18,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
+from edge_runtime.service.counters import ReadCounters
+
 log = logging.getLogger(__name__)
 
 STAGES = ("capture", "read", "track", "sinks", "total")
@@ -38,6 +40,9 @@ class Stats:
         self.sink_emitted: dict[str, int] = {}
         self.reloads = 0
         self.reload_failures = 0
+        # good reads, mismatches, read rate, quality grades: fed by the loop with every result
+        # as it is numbered and sent (service/counters.py)
+        self.items = ReadCounters()
         self._ms: dict[str, deque[float]] = {s: deque(maxlen=_SAMPLES) for s in STAGES}
 
     def observe(self, stage: str, ms: float) -> None:
@@ -64,6 +69,7 @@ class Stats:
             "sink_emitted": dict(self.sink_emitted),
             "reloads": self.reloads,
             "reload_failures": self.reload_failures,
+            **self.items.summary(),
         }
 
 
@@ -75,7 +81,7 @@ class _Collector:
         self.sink_states = sink_states
 
     def collect(self) -> Iterator:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         s = self.stats
         for name, value, doc in (
@@ -88,8 +94,28 @@ class _Collector:
             ("frame_errors", s.frame_errors, "Unexpected errors while processing a frame"),
             ("reloads", s.reloads, "Configuration reloads applied"),
             ("reload_failures", s.reload_failures, "Configuration reloads refused"),
+            ("good_reads", s.items.good_reads, "Reads that passed the match-code check (every read without [match])"),
+            ("mismatches", s.items.mismatches, "Reads that failed the match-code check ([match])"),
         ):
             yield CounterMetricFamily(f"edge_runtime_{name}", doc, value=value)
+        items = s.items
+        rate = GaugeMetricFamily("edge_runtime_read_rate", "reads / (reads + noreads) over the last "
+                                 f"{items.window} items and since start", labels=["window"])
+        for key, v in items.read_rate().items():
+            if v is not None:
+                rate.add_metric(["start" if key == "since_start" else key.removeprefix("last_")], v)
+        yield rate
+        q = items.quality()
+        for what in ("mean", "worst"):
+            g = GaugeMetricFamily(f"edge_runtime_quality_{what}_score",
+                                  f"{what.capitalize()} print quality score (0..4) over the last {items.window} reads "
+                                  "that carry one", labels=["window"])
+            if q[f"{what}_score"] is not None:
+                g.add_metric([str(items.window)], q[f"{what}_score"])
+            yield g
+        buckets, total = items.histogram()
+        yield HistogramMetricFamily("edge_runtime_quality_score", "Print quality score (0..4, A >= 3.5) of reads "
+                                    "since start", buckets=buckets, sum_value=total)
         errs = CounterMetricFamily("edge_runtime_sink_errors", "Exceptions raised by a sink's emit", labels=["sink"])
         for sink, n in s.sink_errors.items():
             errs.add_metric([sink], n)

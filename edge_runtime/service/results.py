@@ -33,7 +33,10 @@ def read_result(
     frame_index: int,
     frame_ts: float,
     now: float | None = None,
+    match: bool | None = None,
 ) -> dict:
+    """A read. `match`: the [match] verdict (edge_runtime.match); None (mode off) leaves
+    the field out."""
     raw = bytes(code.raw)
     result = {
         "id": rid,
@@ -62,6 +65,8 @@ def read_result(
     )
     if code.quality is not None:
         result["quality"] = code.quality  # print quality (edge_runtime.quality), when measured
+    if match is not None:
+        result["match"] = bool(match)
     return result
 
 
