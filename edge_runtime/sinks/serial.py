@@ -17,6 +17,18 @@ Options (``DEFAULTS``; every key in ``KEYS``):
 - baudrate 9600, bytesize 8 (5-8), parity "N"|"E"|"O"|"M"|"S", stopbits 1|1.5|2, rtscts false.
 - prefix "\\x02", suffix "\\x03", checksum "none"|"xor", separator "," (between codes sent in one
   frame by emit_many), noread "NOREAD" (sent for a no-read event).
+- mismatch "": when set (e.g. "NG"), a read that failed the match-code check ([match],
+  ``"match": false``) is sent as this string in place of its payload (the `{text}` field of a
+  template). Empty: the payload is sent as for any read.
+- template "": empty = the payload alone (the framing above). Else what each result
+  contributes to the frame, "standard formatting" style: ``"{text};{quality.grade};{id}"``,
+  `{name}` placeholders from serial_frame.TEMPLATE_FIELDS (text, id, grade, score, match, x,
+  y, decoder, stage, ts, device_id; quality.grade, quality.score), the rest literal; ``{{`` and
+  ``}}`` are literal braces. Parsed by serial_frame.parse_template, never str.format. An
+  absent value (grade of a noread, match with [match] off) is empty; match is 1 or 0; x, y the
+  code's centre in whole pixels. The rendered text goes through the control policy like a
+  payload, so no field can break framing; literal text must not hold a prefix, suffix or
+  separator byte.
 - control "escape"|"replace"|"strip" with replacement "?": what happens to payload bytes that
   would break framing (see serial_frame). encoding "utf-8" for text; codes whose raw bytes are
   not UTF-8 are sent as their raw bytes.
@@ -61,6 +73,7 @@ from edge_runtime.sinks.serial_frame import (
     CommandParser,
     build_frame,
     check_framing,
+    parse_template,
     result_payload,
     to_bytes,
 )
@@ -78,6 +91,8 @@ DEFAULTS: dict = {
     "suffix": "\x03",
     "checksum": "none",
     "noread": "NOREAD",
+    "mismatch": "",
+    "template": "",
     "separator": ",",
     "control": "escape",
     "replacement": "?",
@@ -122,7 +137,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "reopen_interval_s": (0.01, 3600),
 }
 # Framing strings hold control characters (STX, ETX, CR LF) by design.
-TEXT: dict[str, str] = dict.fromkeys(("prefix", "suffix", "separator", "replacement", "noread"), "frame")
+TEXT: dict[str, str] = dict.fromkeys(("prefix", "suffix", "separator", "replacement", "noread", "mismatch"), "frame")
 
 
 def describe(err: BaseException) -> str:
@@ -178,7 +193,8 @@ def validate_options(name: str, device_id: str, options: dict) -> dict:
             raise bad(k, f"a number in {lo:g}..{hi:g}")
     if not isinstance(o["retries"], int):
         raise bad("retries", "an integer")
-    for k in ("trigger_on", "trigger_off", "noread", "prefix", "suffix", "separator", "replacement"):
+    for k in ("trigger_on", "trigger_off", "noread", "mismatch", "template", "prefix", "suffix", "separator",
+              "replacement"):
         if not isinstance(o[k], (str, bytes)):
             raise bad(k, "a string")
     if o["outbox"] is not None and not isinstance(o["outbox"], str):
@@ -194,6 +210,20 @@ def validate_options(name: str, device_id: str, options: dict) -> dict:
         changed = [k for k in ("prefix", "suffix", "separator", "replacement", "noread", "control")
                    if o[k] != DEFAULTS[k] and k in str(e)]
         raise ValueError(f"{where}: {changed[0] + ': ' if changed else ''}{e}") from None
+    try:
+        to_bytes(o["mismatch"], "mismatch")
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if o["template"]:
+        try:
+            tokens = parse_template(o["template"])
+        except ValueError as e:
+            raise ValueError(f"{where}: template: {e}") from None
+        framing = set(b"".join(framing[:3]))
+        for tok in tokens:
+            if isinstance(tok, str) and set(tok.encode(o["encoding"], errors="replace")) & framing:
+                raise ValueError(f"{where}: template: literal text {tok!r} holds a prefix, suffix or separator "
+                                 "byte: the PLC could not find the fields (change the text or the separator)")
     return o
 
 
@@ -218,6 +248,8 @@ class SerialSink:
         self.opts = o = validate_options(name, device_id, options)
         self._prefix, self._suffix, self._separator, self._replacement, self._noread = (
             to_bytes(o[k], k) for k in ("prefix", "suffix", "separator", "replacement", "noread"))
+        self._mismatch = to_bytes(o["mismatch"], "mismatch")
+        self._template = parse_template(o["template"]) if o["template"] else None
         self._port_path: str = o["port"]
         self._ack_timeout = o["ack_timeout_ms"] / 1000.0
         if o["outbox"]:
@@ -257,7 +289,8 @@ class SerialSink:
     def encode(self, results: list[dict]) -> bytes:
         """The exact frame bytes for `results` (also what the outbox stores, so a resend is identical)."""
         enc = self.opts["encoding"]
-        payloads = [result_payload(r, self._noread, enc) for r in results]
+        payloads = [result_payload(r, self._noread, enc, mismatch=self._mismatch, template=self._template)
+                    for r in results]
         return build_frame(payloads, prefix=self._prefix, suffix=self._suffix, separator=self._separator,
                            control=self.opts["control"], replacement=self._replacement,
                            checksum=self.opts["checksum"])

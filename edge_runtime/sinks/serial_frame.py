@@ -118,15 +118,85 @@ def bcc_xor(data: bytes) -> int:
     return x
 
 
-def result_payload(result: dict, noread: bytes, encoding: str) -> bytes:
+# Output templates ("standard formatting"): `{name}` placeholders from this fixed set, the rest
+# literal text; `{{` and `}}` are literal braces. Parsed here, never given to str.format: a
+# config string must not reach attribute access, indexing or format specs.
+TEMPLATE_FIELDS = ("text", "id", "grade", "score", "match", "x", "y", "decoder", "stage", "ts", "device_id",
+                   "quality.grade", "quality.score")
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def parse_template(template: str) -> list[str | tuple[str]]:
+    """Literal strings and (field,) tuples, in order; ValueError naming the bad part."""
+    out: list[str | tuple[str]] = []
+    pos = 0
+    for m in _TOKEN.finditer(template):
+        if m.start() > pos:
+            out.append(template[pos:m.start()])
+        tok = m.group(0)
+        if tok in ("{{", "}}"):
+            out.append(tok[0])
+        elif m.group(1) is None:
+            raise ValueError(f"unbalanced {tok!r} at position {m.start()} (write {tok * 2} for a literal brace)")
+        elif m.group(1).strip() not in TEMPLATE_FIELDS:
+            raise ValueError(f"unknown field {{{m.group(1)}}}; fields: {', '.join(TEMPLATE_FIELDS)}")
+        else:
+            out.append((m.group(1).strip(),))
+        pos = m.end()
+    if pos < len(template):
+        out.append(template[pos:])
+    return out
+
+
+def _centre(result: dict) -> tuple[str, str]:
+    pts = result.get("corners") or []
+    if not pts:
+        return "", ""
+    return (str(round(sum(p[0] for p in pts) / len(pts))), str(round(sum(p[1] for p in pts) / len(pts))))
+
+
+def template_value(name: str, result: dict, payload: bytes, encoding: str) -> bytes:
+    """One field's bytes (before the control policy, like the payload). Absent values are empty."""
+    if name == "text":
+        return payload
+    quality = result.get("quality") if isinstance(result.get("quality"), dict) else {}
+    if name in ("grade", "quality.grade"):
+        v = quality.get("grade")
+    elif name in ("score", "quality.score"):
+        v = quality.get("score")
+        v = None if v is None else f"{float(v):g}"
+    elif name == "match":
+        v = {True: "1", False: "0"}.get(result.get("match"))
+    elif name in ("x", "y"):
+        v = _centre(result)[name == "y"]
+    else:  # id, decoder, stage, ts, device_id
+        v = result.get(name)
+    return b"" if v is None else str(v).encode(encoding, errors="replace")
+
+
+def result_payload(result: dict, noread: bytes, encoding: str, *, mismatch: bytes = b"",
+                   template: list | None = None) -> bytes:
     """The bytes a result contributes to a frame, before the control policy.
 
-    A no-read is the configured `noread` string. A code whose raw bytes are not UTF-8 text
-    (the result carries `bytes_b64`) is sent as its raw bytes: the PLC gets what the label
-    holds, not a lossy re-encoding. Text that `encoding` cannot represent gets "?".
+    A no-read is the configured `noread` string; a read that failed the match-code check
+    (``"match": false``) is the `mismatch` string when one is set. A code whose raw bytes are
+    not UTF-8 text (the result carries `bytes_b64`) is sent as its raw bytes: the PLC gets
+    what the label holds, not a lossy re-encoding. Text that `encoding` cannot represent
+    gets "?". With a `template` (parse_template), that payload is its `{text}` field and the
+    other fields come from the result.
     """
+    payload = _payload(result, noread, encoding, mismatch)
+    if template is None:
+        return payload
+    return b"".join(tok.encode(encoding, errors="replace") if isinstance(tok, str)
+                    else template_value(tok[0], result, payload, encoding) for tok in template)
+
+
+def _payload(result: dict, noread: bytes, encoding: str, mismatch: bytes) -> bytes:
     if result.get("kind") == "noread":
         return noread
+    if mismatch and result.get("match") is False:
+        return mismatch
     b64 = result.get("bytes_b64")
     if b64:
         return base64.b64decode(b64)
