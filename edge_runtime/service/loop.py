@@ -40,6 +40,7 @@ from edge_runtime.quality import attach_quality
 from edge_runtime.service.results import noread_result, read_result
 from edge_runtime.service.trigger import Trigger
 from edge_runtime.track import Tracker
+from edge_runtime.match import Matcher
 
 log = logging.getLogger("edge_runtime.service")
 
@@ -102,6 +103,7 @@ class Service:
         # No-ops without NOTIFY_SOCKET (tests, a terminal).
         self.notifier = Notifier.from_env()
         self.heartbeat: Heartbeat | None = None
+        self.matcher: Matcher | None = None  # [match] (edge_runtime/match.py); None when off
 
     # ------------------------------------------------------------------------- public API
 
@@ -212,6 +214,10 @@ class Service:
         # or any state (ids, outboxes) is written.
         self._open_source()
         self.ids = self._open_ids()
+        try:
+            self.matcher = Matcher.build(self.config["match"], self.state_dir)
+        except ValueError as exc:  # the list file went away since the config was checked
+            raise ServiceError(str(exc)) from None
         for note in self.config.notes:
             log.warning(note)
         self._models_fp = model_versions.fingerprint()
@@ -588,8 +594,10 @@ class Service:
         if new:
             # Print quality of each new label's code, from this frame (~1 ms a code).
             attach_quality(frame.image, [code for code, _track in new])
-            makers = [("read", lambda rid, code=code, track=track:
-                       read_result(rid, self.device_id, code, track, frame.index, frame.ts)) for code, track in new]
+            verdicts = [self.matcher.check(code.text) if self.matcher else None for code, _track in new]
+            makers = [("read", lambda rid, code=code, track=track, m=m:
+                       read_result(rid, self.device_id, code, track, frame.index, frame.ts, match=m))
+                      for (code, track), m in zip(new, verdicts)]
             if window is not None:
                 window.results += len(makers)
             self._publish(makers)
@@ -655,6 +663,7 @@ class Service:
                 break
             kind, make = self._waiting.popleft()
             results.append(make(rid))
+            self.stats.items.add(results[-1])  # good reads, mismatches, read rate, grades
             if kind == "read":
                 self.stats.reads += 1
             else:
@@ -739,6 +748,11 @@ class Service:
             self.stats.reload_failures += 1
             log.error("reload refused, keeping the running config: %s", exc)
             return False
+        if running:
+            try:  # a list file is read again on every reload
+                self.matcher = Matcher.reloaded(self.matcher, new["match"], self.state_dir)
+            except ValueError as exc:
+                log.error("reload: %s; keeping the previous [match]", exc)
         self.reader = reader
         if running:
             self._models_fp = models_fp
