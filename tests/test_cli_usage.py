@@ -170,8 +170,8 @@ def test_ctrl_c_ends_make_run_the_same_way_every_time(tmp_path):
 def test_ctrl_c_before_the_service_is_up_is_the_same_quiet_stop(monkeypatch):
     """A Ctrl-C while `run` is still loading (before the service's own handler is installed) is a
     KeyboardInterrupt: `run` ends with 0 as a drained stop does, other commands with 130."""
-    from edge_runtime import decode_cli, cli
-    from edge_runtime.service import cli as service_cli
+    from edge_runtime import cli
+    from edge_runtime.cli import decode as decode_cli, run as service_cli
 
     def interrupted(args):
         raise KeyboardInterrupt

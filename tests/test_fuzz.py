@@ -114,7 +114,7 @@ def mutated_image(draw) -> bytes:
 @fuzz(150)
 @given(blob=st.one_of(st.binary(max_size=2048), mutated_image()))
 def test_arbitrary_bytes_as_image_files_through_decode(tmp_path, blob):
-    from edge_runtime import decode_cli
+    from edge_runtime.cli import decode as decode_cli
 
     path = tmp_path / "fuzz.img"
     path.write_bytes(blob)

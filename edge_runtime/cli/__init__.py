@@ -1,7 +1,10 @@
-"""`edge-runtime` command line: decode, run, check-config, bench, models.
+"""`edge-runtime` command line: decode, run, check-config, bench, models (and collect, fleet).
 
-Each subcommand lives next to what it drives and registers itself here through
-`add_parser(subparsers)`; expected errors end as one line on stderr with exit 2.
+One module per command in this package (run.py: run and check-config; decode.py; models.py;
+bench.py), each registering itself through `add_parser(subparsers)`. Commands of an optional
+part (edge_runtime.fleet.cli) register the same way from their own package, so the list below
+is the one place that says which commands exist. Expected errors end as one line on stderr
+with exit 2.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from edge_runtime import __version__
 
 # (module, present in every install). A module not yet present is simply not offered.
 SUBCOMMANDS = [
-    "edge_runtime.decode_cli",
-    "edge_runtime.service.cli",
-    "edge_runtime.bench.cli",
-    "edge_runtime.models_cli",
+    "edge_runtime.cli.decode",
+    "edge_runtime.cli.run",
+    "edge_runtime.cli.bench",
+    "edge_runtime.cli.models",
     "edge_runtime.fleet.cli",
 ]
 

@@ -1,6 +1,7 @@
 """`edge-runtime bench ...`: each benchmark is a module with `add_parser(subparsers)`.
 
-To add one (e.g. `bench soak`), put `edge_runtime/bench/soak.py` with an `add_parser`
+The benchmarks live in edge_runtime/bench/ next to what they need; this module only gathers
+them. To add one (e.g. `bench soak`), put `edge_runtime/bench/soak.py` with an `add_parser`
 that registers its subparser and sets `func=`, and list it in BENCHES. A module that is
 not present yet is simply not offered, like the top-level dispatcher does.
 """

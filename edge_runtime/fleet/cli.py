@@ -1,4 +1,4 @@
-"""`edge-runtime collect` and `edge-runtime fleet` (registered in edge_runtime/cli.py)."""
+"""`edge-runtime collect` and `edge-runtime fleet` (registered in edge_runtime/cli/__init__.py)."""
 
 from __future__ import annotations
 
