@@ -316,3 +316,23 @@ def test_template_frames_arrive_in_that_form(tmp_path):
         assert f == f"{text};{r['id']};{int(r['match'])}".encode(), (r, f)
     assert any(f.startswith(b"NG;") for f in frames) and any(f.endswith(b";1") for f in frames)
     assert stopped["mismatches"] == sum(1 for r in reads if not r["match"])
+
+
+def test_list_file_is_read_again_on_reload_of_a_running_service(tmp_path):
+    accepted = tmp_path / "accepted.txt"
+    accepted.write_text("LOT-000000\n")
+    path = make_config(tmp_path, source={"frames": 0, "realtime": True, "labels_per_s": 6.0},
+                       extra=f'[match]\nmode = "list"\nlist = "{accepted}"\n')
+    with Running(path) as run:
+        svc = run.service
+        wait_for(lambda: svc.stats.items.mismatches >= 1, what="a label not on the list")
+        accepted.write_text("".join(f"LOT-{i:06d}\n" for i in range(1000)))
+        assert svc.reload() is True
+        done = svc.last_result_id
+        wait_for(lambda: any(r["id"] > done for r in read_jsonl(tmp_path / "out.jsonl")), what="a read after reload")
+    results = [r for r in read_jsonl(tmp_path / "out.jsonl") if r["kind"] == "read"]
+    before = [r for r in results if r["id"] <= done]
+    after = [r for r in results if r["id"] > done]
+    assert before[0]["text"] == "LOT-000000" and before[0]["match"] is True
+    assert all(r["match"] is False for r in before[1:]) and len(before) >= 2
+    assert after and all(r["match"] is True for r in after)
