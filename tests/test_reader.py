@@ -406,3 +406,20 @@ def test_video_spends_nothing_on_codes_cut_by_the_edge_or_skipped_but_keeps_them
     noread = [c for c in out if c.kind == "noread"]
     assert spent == [] and noread and min(p[0] for p in noread[0].corners) < 3
     r.close()
+
+
+def test_micro_qr_is_opt_in():
+    """zxing-cpp read Micro QR "codes" out of label print in the soak: QR Code only by default."""
+    import io
+
+    import segno
+    from PIL import Image
+
+    from edge_runtime.decode.zxing import ZxingDecoder
+
+    buf = io.BytesIO()
+    segno.make_micro("8832").save(buf, kind="png", scale=8, border=4)
+    img = np.asarray(Image.open(buf).convert("L"))
+    assert ZxingDecoder().decode(img) == []
+    (code,) = ZxingDecoder(micro=True).decode(img)
+    assert code.raw == b"8832" and code.format == "MicroQRCode"

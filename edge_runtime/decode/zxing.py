@@ -7,13 +7,28 @@ import zxingcpp
 
 from edge_runtime.code import Code, best_effort_text
 
-# QR family only: scanning for every 1D symbology costs ~10x and a plant's 1D
-# labels next to the QR code would come out as extra "reads".
-_QR_FAMILY = [zxingcpp.BarcodeFormat.QRCode, zxingcpp.BarcodeFormat.MicroQRCode, zxingcpp.BarcodeFormat.RMQRCode]
-try:  # zxing-cpp >= 3 takes a list and deprecates `|`; 2.x only has `|`
-    _FORMATS = zxingcpp.BarcodeFormats(_QR_FAMILY)
-except (AttributeError, TypeError):
-    _FORMATS = _QR_FAMILY[0] | _QR_FAMILY[1] | _QR_FAMILY[2]
+# QR Code only by default: scanning for every 1D symbology costs ~10x and a plant's 1D
+# labels next to the QR code would come out as extra "reads". Micro QR and rMQR are opt-in
+# (`ZxingDecoder(micro=True)`): their error correction is too weak against label print —
+# in a 100,000-frame soak zxing-cpp read Micro QR "codes" out of the text beside the real
+# code, consistently over consecutive frames.
+_BF = zxingcpp.BarcodeFormat
+# zxing-cpp 3 made QRCode the whole family (Model 1/2, Micro, rMQR); 2.x has no Model names.
+_QR_ONLY = [getattr(_BF, n) for n in ("QRCodeModel2", "QRCodeModel1") if hasattr(_BF, n)] or [_BF.QRCode]
+_FAMILIES = {
+    False: _QR_ONLY,
+    True: [*_QR_ONLY, _BF.MicroQRCode, _BF.RMQRCode],
+}
+
+
+def _formats(family: list):
+    try:  # zxing-cpp >= 3 takes a list and deprecates `|`; 2.x only has `|`
+        return zxingcpp.BarcodeFormats(family)
+    except (AttributeError, TypeError):
+        f = family[0]
+        for x in family[1:]:
+            f = f | x
+        return f
 
 
 def _fmt(barcode) -> str:
@@ -28,14 +43,15 @@ def _corners(pos) -> list[tuple[float, float]]:
 class ZxingDecoder:
     name = "zxing"
 
-    def __init__(self, binarizer: str = "LocalAverage") -> None:
+    def __init__(self, binarizer: str = "LocalAverage", micro: bool = False) -> None:
         self.binarizer = getattr(zxingcpp.Binarizer, binarizer)
+        self.formats = _formats(_FAMILIES[bool(micro)])
 
     def decode(self, gray: np.ndarray, *, fast: bool = False, binarizer: str | None = None) -> list[Code]:
         bz = getattr(zxingcpp.Binarizer, binarizer) if binarizer else self.binarizer
         found = zxingcpp.read_barcodes(
             np.ascontiguousarray(gray),
-            formats=_FORMATS,
+            formats=self.formats,
             try_rotate=True,
             try_downscale=not fast,
             try_invert=True,
