@@ -1,0 +1,1 @@
+"""The web view's page, script and styles (package data; a package so setuptools ships it)."""
