@@ -1,6 +1,10 @@
 """A real mosquitto broker for tests: own config file in a temp dir, a free loopback port,
 start/stop/restart on the same port, killed on teardown (and if the test process dies).
 
+The Broker itself is the soak bench's (edge_runtime/bench/peers.py), re-exported here with
+its error as BrokerError: one implementation of the broker process. This module adds what only
+tests need: the pytest fixtures, Subscriber and Proxy.
+
 Why a real broker: the MQTT sink's promises (LWT, retained status, redelivery after a broker
 restart, refused credentials, TLS failures) are broker behaviour; a fake would only test our
 idea of the broker.
@@ -12,8 +16,8 @@ idea of the broker.
     def test_y(make_broker):                  # custom config, all stopped at teardown
         b = make_broker(extra="password_file /x", allow_anonymous=False)
 
-Broker(port=None) picks a free port at construction, so a test may learn the port, point a
-client at it, and only later call start() (the "broker down at start" case).
+Broker(directory=None, port=None) picks a free port at construction, so a test may learn the
+port, point a client at it, and only later call start() (the "broker down at start" case).
 
 Also here: Subscriber (a recording paho subscriber with wait_for), Proxy (a socat relay whose
 cut() drops one client's connection while the broker stays up), free_port().
@@ -27,184 +31,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from edge_runtime.bench.peers import _die_with_parent, free_port  # noqa: F401 - free_port is re-exported to tests
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-HOST = "127.0.0.1"
-
-
-class BrokerError(RuntimeError):
-    pass
-
-
-class Broker:
-    """One mosquitto process. `extra` is appended to the config right after the listener line,
-    so listener options (cafile/certfile/keyfile, ...) apply to it; global ones work too.
-
-    persistence=True keeps sessions and retained messages across restart() (mosquitto saves its
-    db on SIGTERM), which a subscriber with clean_session=False needs to get messages that were
-    published while it was still reconnecting.
-    """
-
-    def __init__(
-        self,
-        port: int | None = None,
-        *,
-        extra: str = "",
-        allow_anonymous: bool = True,
-        persistence: bool = False,
-        tmpdir: str | os.PathLike | None = None,
-        host: str = HOST,
-    ) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self._own_tmp = tmpdir is None
-        self.dir = Path(tmpdir) if tmpdir is not None else Path(tempfile.mkdtemp(prefix="mosquitto-"))
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.extra = extra
-        self.allow_anonymous = allow_anonymous
-        self.persistence = persistence
-        self.conf_path = self.dir / "mosquitto.conf"
-        self.log_path = self.dir / "mosquitto.log"
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    # -- config -----------------------------------------------------------------------------
-    def config_text(self) -> str:
-        lines = [
-            f"listener {self.port} {self.host}",
-            self.extra,
-            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
-            # We run as root in CI; without this mosquitto drops to user "mosquitto" and can
-            # no longer write its log or persistence db in our temp dir.
-            "user root",
-            f"log_dest file {self.log_path}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            "connection_messages true",
-            "log_timestamp true",
-            "max_queued_messages 100000",
-        ]
-        if self.persistence:
-            lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
-        else:
-            lines += ["persistence false"]
-        return "\n".join(line for line in lines if line) + "\n"
-
-    # -- lifecycle --------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout: float = 20.0) -> "Broker":
-        """Start and return only once the port accepts connections from *this* process
-        (mosquitto logs "running" after its listeners are open)."""
-        if self.running:
-            return self
-        self.conf_path.write_text(self.config_text())
-        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
-        )
-        self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise BrokerError(
-                    f"mosquitto on port {self.port} exited with {self.proc.returncode}: "
-                    f"{err.strip()} {self.log_tail(log_offset)}"
-                )
-            if self._log_says_running(log_offset) and self._accepts():
-                return self
-            time.sleep(0.05)
-        self.kill()
-        raise BrokerError(f"mosquitto on port {self.port} did not accept connections within {timeout}s: "
-                          f"{self.log_tail(log_offset)}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Graceful stop (SIGTERM: persistence db is saved), SIGKILL if it hangs."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reap()
-
-    def kill(self) -> None:
-        """Abrupt death: no db save, sockets reset."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._reap()
-
-    def restart(self, timeout: float = 20.0) -> "Broker":
-        """Stop and start again on the same port (clients reconnect to the same address)."""
-        self.stop()
-        return self.start(timeout)
-
-    def reload(self) -> None:
-        """SIGHUP: mosquitto re-reads its password and ACL files (config edits that a plant
-        makes without restarting the broker)."""
-        if self.running:
-            self.proc.send_signal(signal.SIGHUP)
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_tmp:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> "Broker":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- helpers ----------------------------------------------------------------------------
-    def log_tail(self, offset: int = 0, n: int = 2000) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def _log_says_running(self, offset: int) -> bool:
-        return " running" in self.log_tail(offset, n=100000)
-
-    def _accepts(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=1.0):
-                return True
-        except OSError:
-            return False
-
-    def _reap(self) -> None:
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
-
-    def __repr__(self) -> str:
-        return f"Broker({self.host}:{self.port}, running={self.running})"
+# Re-exported to the tests, which import them from here.
+from edge_runtime.bench.peers import HOST, Broker, _die_with_parent, free_port  # noqa: F401
+from edge_runtime.bench.peers import PeerError as BrokerError
 
 
 def broker_fixture(scope: str = "function", **kwargs) -> Callable:
@@ -213,7 +47,7 @@ def broker_fixture(scope: str = "function", **kwargs) -> Callable:
 
     @pytest.fixture(scope=scope)
     def _broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-        b = Broker(tmpdir=tmp_path_factory.mktemp("mosquitto"), **kwargs)
+        b = Broker(tmp_path_factory.mktemp("mosquitto"), **kwargs)
         try:
             yield b.start()
         finally:
@@ -228,7 +62,7 @@ def make_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
     made: list[Broker] = []
 
     def make(port: int | None = None, **kwargs) -> Broker:
-        b = Broker(port, tmpdir=tmp_path_factory.mktemp("mosquitto"), **kwargs)
+        b = Broker(tmp_path_factory.mktemp("mosquitto"), port, **kwargs)
         made.append(b)
         return b
 

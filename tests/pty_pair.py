@@ -4,6 +4,8 @@
 the sink opens DIR/dev, the test plays the PLC on DIR/plc. Killing socat makes the device
 vanish the way an unplugged USB adapter does (reads/writes fail with EIO, the path is gone);
 `start()` again brings it back under the same link names (new /dev/pts numbers behind them).
+The socat process itself is the soak bench's SerialLine (edge_runtime/bench/peers.py): one
+implementation of the pty pair, which this module only extends with the test's side of it.
 
 `OsPty` is the plain ``os.openpty()`` option: no subprocess, but it cannot vanish and come back.
 """

@@ -428,7 +428,7 @@ def refused_then_fixed(tmp_path: Path, broker: Broker, bad: str, good: str, need
 def test_broker_refusing_credentials(tmp_path):
     pw = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "line3", "s3cret"], check=True, capture_output=True)
-    broker = Broker(tmp_path / "broker", persistence=False, anonymous=False, extra=f"password_file {pw}").start()
+    broker = Broker(tmp_path / "broker", persistence=False, allow_anonymous=False, extra=f"password_file {pw}").start()
     try:
         refused_then_fixed(tmp_path, broker, 'username = "line3"\npassword = "wrong"',
                            'username = "line3"\npassword = "s3cret"', "refused the connection", "not authorised")

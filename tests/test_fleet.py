@@ -159,7 +159,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30)
 
 def run_line(tmp: Path, url: str, collectors: int, shared: bool = True) -> None:
     t0 = time.monotonic()
-    broker = Broker(tmpdir=tmp / "broker", persistence=True).start()
+    broker = Broker(tmp / "broker", persistence=True).start()
     procs: list[subprocess.Popen] = []
     try:
         ccfg = [collector_config(tmp, c, broker.port, url, shared=shared) for c in range(collectors)]
@@ -321,7 +321,7 @@ def test_broker_restart_while_the_collector_is_away(tmp_path: Path, shared: bool
     `shared = false` (README, Broker clusters). If a newer broker restores shared subscriptions,
     the shared case fails here: update the README."""
     url = f"sqlite://{tmp_path / 'r.db'}"
-    with Broker(tmpdir=tmp_path / "broker", persistence=True) as broker:
+    with Broker(tmp_path / "broker", persistence=True) as broker:
         cfg = collector_config(tmp_path, 0, broker.port, url, batch_ms=20, shared=shared)
         log = tmp_path / "collector.log"
         p = start_collector(cfg, log)

@@ -158,7 +158,7 @@ def test_sigkill_at_random_moments_never_loses_a_result(tmp_path):
     assert len(printed) >= 20, "too few results to say anything"
 
     # The peers come back: everything printed in any run reaches the plant and the PLC.
-    broker = Broker(tmp_path / "broker", port=port)
+    broker = Broker(tmp_path / "broker", port=port, persistence=True)
     broker.start()
     sub = PlantSubscriber(port, "edge/pc/result").start()
     line.start()

@@ -1,8 +1,10 @@
-"""Real peers for the soak bench: a mosquitto broker, an MQTT subscriber playing the plant,
-a socat pseudo-terminal pair standing in for a USB serial adapter, and a PLC on its far end.
+"""Real peers for the soak bench and the tests: a mosquitto broker, an MQTT subscriber playing
+the plant, a socat pseudo-terminal pair standing in for a USB serial adapter, and a PLC on its
+far end.
 
 They live in the package (not in tests/) because `edge-runtime bench soak` runs on a device
-or a CI box without the test tree. Every peer can be broken and repaired on purpose
+or a CI box without the test tree; tests/mosquitto.py and tests/pty_pair.py re-export the
+broker and the pty pair and add the pytest fixtures, so there is one of each. Every peer can be broken and repaired on purpose
 (broker stop/start, adapter unplug/replug), which is the point: the soak checks that the
 service loses nothing while they misbehave.
 """
@@ -29,7 +31,7 @@ STX, ETX, ACK = 0x02, 0x03, 0x06
 
 
 class PeerError(RuntimeError):
-    """A peer (mosquitto, socat) could not be started."""
+    """A peer (mosquitto, socat) could not be started (tests know it as BrokerError)."""
 
 
 def free_port(host: str = HOST) -> int:
@@ -45,57 +47,93 @@ def _die_with_parent() -> None:
 
 
 class Broker:
-    """One mosquitto on a fixed loopback port; stop() is a graceful SIGTERM (the persistence
-    db is saved, so a persistent subscriber's queue survives the restart)."""
+    """One mosquitto process on a loopback port, with its own config, log and persistence db
+    in `directory` (a fresh temp dir, removed by close(), when none is given).
 
-    def __init__(self, directory: str | os.PathLike | None = None, port: int | None = None,
-                 *, persistence: bool = True, extra: str = "", anonymous: bool = True) -> None:
-        self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="soak-mosquitto-"))
+    One implementation for the soak bench and the tests (tests/mosquitto.py re-exports it).
+    Broker(port=None) picks a free port at construction, so a caller may learn the port, point
+    a client at it and only later call start() (the "broker down at start" case); restart()
+    comes back on the same port. `extra` is appended right after the listener line, so
+    listener options (cafile/certfile/keyfile, password_file, acl_file) apply to it.
+
+    persistence=True keeps sessions and retained messages across stop()/start() (mosquitto
+    saves its db on SIGTERM), which a subscriber with clean_session=False needs to get what
+    was published while it was reconnecting.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None = None, port: int | None = None, *,
+                 extra: str = "", allow_anonymous: bool = True, persistence: bool = False,
+                 host: str = HOST) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._own_dir = directory is None
+        self.dir = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="mosquitto-"))
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.persistence = persistence
         self.extra = extra
-        self.anonymous = anonymous
+        self.allow_anonymous = allow_anonymous
+        self.persistence = persistence
+        self.conf_path = self.dir / "mosquitto.conf"
         self.log_path = self.dir / "mosquitto.log"
+        # stderr goes to a file, not a pipe nobody reads: only start-up errors land there.
+        self._err_path = self.dir / "mosquitto.stderr"
         self.proc: subprocess.Popen | None = None
+        self.starts = 0
         self.exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
-    def _conf(self) -> str:
-        lines = [f"listener {self.port} {HOST}", self.extra,
-                 f"allow_anonymous {'true' if self.anonymous else 'false'}", "user root",
-                 f"log_dest file {self.log_path}", "log_type error", "log_type warning", "log_type notice",
-                 "log_type information", "log_timestamp true", "max_queued_messages 1000000",
-                 "max_inflight_messages 100"]
+    def config_text(self) -> str:
+        lines = [
+            f"listener {self.port} {self.host}",
+            self.extra,
+            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
+            # Run as root (CI, a device's bench): without this mosquitto drops to user
+            # "mosquitto" and can no longer write its log or persistence db in our dir.
+            "user root",
+            f"log_dest file {self.log_path}",
+            "log_type error", "log_type warning", "log_type notice", "log_type information",
+            "connection_messages true",
+            "log_timestamp true",
+            # A soak's persistent subscriber may be offline through many results: queue them all.
+            "max_queued_messages 1000000",
+            "max_inflight_messages 100",
+        ]
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
-        return "\n".join(x for x in lines if x) + "\n"
+        else:
+            lines += ["persistence false"]
+        return "\n".join(line for line in lines if line) + "\n"
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 20.0) -> "Broker":
+        """Start and return only once the port accepts connections from *this* process
+        (mosquitto logs "running" after its listeners are open)."""
         if self.running:
             return self
         if not os.path.exists(self.exe):
             raise PeerError("mosquitto is not installed (apt install mosquitto)")
-        conf = self.dir / "mosquitto.conf"
-        conf.write_text(self._conf())
+        self.conf_path.write_text(self.config_text())
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.proc = subprocess.Popen([self.exe, "-c", str(conf)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
+        with open(self._err_path, "wb") as err:
+            self.proc = subprocess.Popen([self.exe, "-c", str(self.conf_path)], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_die_with_parent)
+        self.starts += 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise PeerError(f"mosquitto on port {self.port} exited with {self.proc.returncode}: {self._tail(offset)}")
-            if " running" in self._tail(offset) and self._accepts():
+                err_text = self._err_path.read_text(errors="replace").strip()
+                raise PeerError(f"mosquitto on port {self.port} exited with {self.proc.returncode}: "
+                                f"{err_text} {self.log_tail(offset)}")
+            if " running" in self.log_tail(offset, n=100000) and self._accepts():
                 return self
             time.sleep(0.05)
         self.kill()
-        raise PeerError(f"mosquitto on port {self.port} did not start within {timeout} s")
+        raise PeerError(f"mosquitto on port {self.port} did not accept connections within {timeout} s: "
+                        f"{self.log_tail(offset)}")
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGTERM: the persistence db is saved), SIGKILL if it hangs."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -106,25 +144,51 @@ class Broker:
                 proc.wait(5)
 
     def kill(self) -> None:
+        """Abrupt death: no db save, sockets reset."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(5)
 
-    def _tail(self, offset: int) -> str:
+    def restart(self, timeout: float = 20.0) -> "Broker":
+        """Stop and start again on the same port (clients reconnect to the same address)."""
+        self.stop()
+        return self.start(timeout)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its password and ACL files (edits a plant makes without
+        restarting the broker)."""
+        if self.running:
+            self.proc.send_signal(signal.SIGHUP)
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "Broker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def log_tail(self, offset: int = 0, n: int = 4000) -> str:
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
-                return f.read().decode(errors="replace")[-4000:]
+                return f.read().decode(errors="replace")[-n:]
         except OSError:
             return ""
 
     def _accepts(self) -> bool:
         try:
-            with socket.create_connection((HOST, self.port), timeout=1.0):
+            with socket.create_connection((self.host, self.port), timeout=1.0):
                 return True
         except OSError:
             return False
+
+    def __repr__(self) -> str:
+        return f"Broker({self.host}:{self.port}, running={self.running})"
 
 
 class PlantSubscriber:

@@ -406,7 +406,7 @@ def run_soak(
     metrics_port = free_port() if faults else None
     disk_mode = f"tmpfs {TMPFS_MB} MB filled to ENOSPC" if tmpfs else (
         f"outbox_max_mb {POLICY_OUTBOX_MB} (drop policy; no tmpfs: not root or mount refused)" if faults else "off")
-    broker = Broker(work / "broker")
+    broker = Broker(work / "broker", persistence=True)
     line = SerialLine(work / "serial")
     sub: PlantSubscriber | None = None
     plc: Plc | None = None
