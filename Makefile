@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test bench clean
+.PHONY: run test setup setup-test bench clean check-arm64
 
 run: setup
 	$(VENV)/bin/edge-runtime run
@@ -29,6 +29,11 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml scripts/sysdeps.sh | $(VENV)/b
 	./scripts/sysdeps.sh test
 	$(PY) -m pip install -q -e '.[test,quantize]'
 	touch $@ $(VENV)/.installed-run
+
+# Installed and run on arm64 under qemu, compared with this machine (root; see scripts/check_arm64.sh).
+check-arm64: setup-test
+	./scripts/sysdeps.sh arm64
+	./scripts/check_arm64.sh
 
 bench: setup-test
 	$(VENV)/bin/edge-runtime bench decode

@@ -7,8 +7,12 @@
 #                       whose command is missing); a minimal Debian or a container has neither;
 #                       chromium (the web view's browser tests drive it with playwright);
 #                       postgresql (the collector's tests initdb their own server on a free port)
+#   sysdeps.sh arm64 -> for `make check-arm64`: qemu-user-static (runs arm64 programs), binfmt-support
+#                       (update-binfmts registers it), mmdebstrap (builds the arm64 Debian root),
+#                       arch-test (proves the emulation works before anything else runs)
 set -euo pipefail
 want=(libzbar0)
+[[ "${1:-run}" == arm64 ]] && want+=(qemu-user-static binfmt-support mmdebstrap arch-test)
 [[ "${1:-run}" == test ]] && want+=(mosquitto socat openssl systemd procps chromium postgresql)
 
 missing=()
@@ -27,6 +31,6 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
 else
   echo "missing system packages: ${missing[*]}" >&2
   echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
-  [[ "${1:-run}" == test ]] && exit 1
+  [[ "${1:-run}" == test || "${1:-run}" == arm64 ]] && exit 1
   exit 0  # `make run` carries on: only the ZBar fallback is lost, and the reader says so
 fi
