@@ -365,9 +365,10 @@ def test_any_config_text_is_accepted_or_refused_in_lines(text):
 BAD_VALUES = [("nan", "nan"), ("inf", "+inf"), ("-inf", "-inf"), ("-1", "-1"), ("1e300", "1e300"),
               ('"q\\nq"', "newline"), ('"q\\u0007q"', "BEL"), ('"q\\u202eq"', "RLO"), (json.dumps("x" * 70_000), "70000 chars")]
 # The only (key, kind) that may legitimately hold a control character: serial framing
-# strings (STX, ETX, CR LF are their point) and a GStreamer pipeline written over lines.
+# strings (STX, ETX, CR LF are their point; "noread"/"mismatch" stand in for a payload) and a
+# GStreamer pipeline written over lines.
 CONTROLS_OK = {**{(f"sinks[0].{k}", "serial"): {"newline", "BEL"}
-                  for k in ("prefix", "suffix", "separator", "replacement", "noread")},
+                  for k in ("prefix", "suffix", "separator", "replacement", "noread", "mismatch")},
                ("source.pipeline", "gstreamer"): {"newline"}}
 REQUIRED_LIT = {"path": '"/tmp"', "url": '"rtsp://127.0.0.1/x"', "pipeline": '"videotestsrc ! appsink"',
                 "port": '"/dev/ttyUSB0"'}

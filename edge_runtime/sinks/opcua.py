@@ -105,14 +105,15 @@ def validate_options(name: str, device_id: str, options: dict) -> dict:
     if o["security"] not in SECURITIES:
         raise bad("security", "one of " + ", ".join(SECURITIES))
     if bool(o["username_env"]) != bool(o["password_env"]):
-        missing = "password_env" if o["username_env"] else "username_env"
-        raise ValueError(f"{where} option {missing!r} is needed too: username_env and password_env go together")
+        given, missing = ("username_env", "password_env") if o["username_env"] else ("password_env", "username_env")
+        # named after the key the user set (that is the line they will look at), then the missing one
+        raise ValueError(f"{where} option {given!r} needs {missing!r} too: username_env and password_env go together")
     for k in ("username_env", "password_env"):
         if o[k] and o[k] not in os.environ:
             raise ValueError(f"{where} option {k!r}: environment variable {o[k]} is not set")
     if bool(o["certificate"]) != bool(o["private_key"]):
-        missing = "private_key" if o["certificate"] else "certificate"
-        raise ValueError(f"{where} option {missing!r} is needed too: certificate and private_key go together")
+        given, missing = ("certificate", "private_key") if o["certificate"] else ("private_key", "certificate")
+        raise ValueError(f"{where} option {given!r} needs {missing!r} too: certificate and private_key go together")
     for k in ("certificate", "private_key"):
         if o[k] and not os.path.isfile(o[k]):
             raise ValueError(f"{where} option {k!r}: no such file {o[k]}")
