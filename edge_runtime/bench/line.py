@@ -136,7 +136,7 @@ def run_line(frames: int, *, seed: int = 0, deadline_ms: float = 33.0, detector:
         "source": {"kind": "synthetic", "frames": int(frames), "seed": int(seed), "realtime": bool(realtime),
                    "width": int(width), "height": int(height), "labels_per_s": float(labels_per_s),
                    "degradations": bool(degradations), "fps": float(fps)},
-        "log": {"level": "warning"},
+        "log": {"level": "warning", "format": "text"},
         "sinks": [{"kind": "jsonl", "name": "ledger", "path": str(ledger)}],
     }
     cfg = config_mod.from_dict(doc, "<bench line>")
@@ -185,7 +185,10 @@ def run_line(frames: int, *, seed: int = 0, deadline_ms: float = 33.0, detector:
         "service_cpu_ms_per_frame": round((cpu - src.synth_cpu) * 1000.0 / n, 2),
         "synthesis_cpu_ms_per_frame": round(src.synth_cpu * 1000.0 / n, 2),
         "wall_s": round(wall, 1),
+        # a frame that failed is a frame whose labels nobody looked at: named, and a failure
+        "frame_errors": svc.stats.frame_errors,
     })
+    report["ok"] = report["ok"] and svc.stats.frame_errors == 0
     if realtime and src.first_ts is not None:
         expected = (time.monotonic() - src.first_ts) * fps
         report["frames_dropped"] = max(0, int(round(expected - report["frames"])) - 1)
@@ -333,6 +336,8 @@ def summary(r: dict) -> str:
         f"reader ms per frame p50 {ms['p50']} p99 {ms['p99']} max {ms['max']}; reader CPU {r['reader_cpu_ms_mean']} ms/frame; "
         f"service CPU {r['service_cpu_ms_per_frame']} ms/frame (synthesis {r['synthesis_cpu_ms_per_frame']} ms/frame apart)",
     ]
+    if r.get("frame_errors"):
+        lines.append(f"frame errors: {r['frame_errors']} (see the log)")
     if r.get("noread_reasons"):
         lines.append("noread reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(r["noread_reasons"].items())))
     if r["silent_labels"]:
