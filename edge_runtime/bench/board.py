@@ -282,6 +282,10 @@ def run_rate(fps: float, *, detector: str, threads: int, frames: int = FRAMES, s
         "source": {"kind": "synthetic", "frames": frames, "seed": int(seed), "realtime": True,
                    "width": int(size[0]), "height": int(size[1]), "fps": float(fps), "degradations": True,
                    "speed_px_s": PX_PER_FRAME * fps, "labels_per_s": 2.0 * fps / 30.0},
+        # The tracker's window is wall time: scaled so that it spans as many frames as the
+        # demo's 2 s at 30 fps (at 10 fps a label is in view 3x as long, and a 2 s gap in its
+        # sightings would be a second result that the same frames at 30 fps never give).
+        "dedup": {"window_s": 2.0 * 30.0 / fps},
         "log": {"level": "error"},
         "sinks": [{"kind": "jsonl", "name": "ledger", "path": str(ledger)}],
     }
