@@ -10,14 +10,11 @@ samples per stage: a p50 over a short window shows what the line is doing now.
 from __future__ import annotations
 
 import logging
-import selectors
-import socket
 import statistics
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
+from edge_runtime.httpd import HTTPServer, Reply
 from edge_runtime.service.counters import ReadCounters
 
 log = logging.getLogger(__name__)
@@ -163,18 +160,15 @@ _MAX_REQUEST_BYTES = 16384  # a scrape's request is a few hundred bytes
 class MetricsServer:
     """The /metrics endpoint on its own registry (tests run several services in one process).
 
-    Why not prometheus_client.start_http_server: it is a ThreadingHTTPServer, one thread per
-    connection with no timeout, so idle or half-sent requests pile up threads and descriptors.
-    A thread pool capped by a semaphore would not do either: 32 idle connections would hold
-    every slot and the real scrape would be refused. So one thread multiplexes all connections
-    (selectors): an idle connection costs a descriptor, not a thread, and only a complete
-    request gets an answer.
+    Served by edge_runtime.httpd (one thread multiplexing every connection, whole-request
+    timeout, the oldest connection evicted past the cap; its docstring says why), not by
+    prometheus_client.start_http_server, whose thread per connection without a timeout let
+    idle connections pile up threads and descriptors.
 
-    Limits: a request must arrive whole within REQUEST_TIMEOUT_S of the accept, else the
-    connection is closed; at most MAX_CONNECTIONS are open. Past the cap the *oldest*
-    connection is closed to make room (not the new one, and no 503): a scraper sends its
-    request at once, so it is never the oldest for long, while a flood of idle connections
-    only pushes out its own members. Descriptors stay bounded and the scrape is still served.
+    Limits: a request must arrive whole within REQUEST_TIMEOUT_S of the accept, and its reply
+    (a few KB) be taken within REQUEST_TIMEOUT_S more; at most MAX_CONNECTIONS are open. A
+    scraper sends its request at once, so it is never the oldest for long, while a flood of
+    idle connections only pushes out its own members.
     """
 
     def __init__(self, port: int, host: str, stats: Stats, sink_states: Callable[[], dict[str, dict]]) -> None:
@@ -182,114 +176,21 @@ class MetricsServer:
 
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(stats, sink_states))
-        family, stype, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        self._listener = socket.socket(family, stype, proto)
-        try:
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind(addr)
-            self._listener.listen(128)
-        except OSError:
-            self._listener.close()
-            raise
-        self._listener.setblocking(False)
-        self.port = self._listener.getsockname()[1]
-        # Open connections in accept order (oldest first): socket -> (deadline, bytes so far).
-        self._conns: dict[socket.socket, tuple[float, bytes]] = {}
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._listener, selectors.EVENT_READ)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="metrics-http", daemon=True)
-        self._thread.start()
+        self._http = HTTPServer(host, port, self._handle, max_conns=MAX_CONNECTIONS,
+                                request_timeout_s=REQUEST_TIMEOUT_S, max_request_bytes=_MAX_REQUEST_BYTES,
+                                thread_name="metrics-http", label="metrics endpoint")
+        self.port = self._http.port
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=REQUEST_TIMEOUT_S + 2)  # a reply's sendall may take its timeout
-        for conn in list(self._conns):
-            self._drop(conn)
-        self._selector.close()
-        self._listener.close()
+        self._http.close()
 
-    # -- the serving thread -------------------------------------------------------------------
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            # Short waits: close() is noticed within 0.2 s and deadlines are checked as often.
-            for key, _ in self._selector.select(timeout=0.2):
-                try:
-                    if key.fileobj is self._listener:
-                        self._accept()
-                    else:
-                        self._read(key.fileobj)
-                except Exception:  # one bad connection must not end the endpoint
-                    log.exception("metrics endpoint: error on a connection")
-                    if key.fileobj is not self._listener:
-                        self._drop(key.fileobj)
-            now = time.monotonic()
-            for conn in [c for c, (deadline, _) in self._conns.items() if deadline <= now]:
-                self._drop(conn)
-
-    def _accept(self) -> None:
-        while True:  # take the whole backlog: a flood must not delay the scrape behind it
-            try:
-                conn, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # EMFILE and friends: try again on the next select
-                log.warning("metrics endpoint: accept failed: %s", exc)
-                return
-            while len(self._conns) >= MAX_CONNECTIONS:
-                self._drop(next(iter(self._conns)))  # the oldest (dicts keep insertion order)
-            conn.setblocking(False)
-            self._conns[conn] = (time.monotonic() + REQUEST_TIMEOUT_S, b"")
-            self._selector.register(conn, selectors.EVENT_READ)
-
-    def _read(self, conn: socket.socket) -> None:
-        if conn not in self._conns:  # evicted or timed out earlier in this same select round
-            return
-        try:
-            data = conn.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        deadline, buf = self._conns[conn]
-        buf += data
-        if not data or len(buf) > _MAX_REQUEST_BYTES:
-            self._drop(conn)
-            return
-        if b"\r\n\r\n" not in buf and b"\n\n" not in buf:
-            self._conns[conn] = (deadline, buf)
-            return
-        self._selector.unregister(conn)
-        del self._conns[conn]
-        try:
-            self._respond(conn, buf)
-        finally:
-            conn.close()
-
-    def _respond(self, conn: socket.socket, request: bytes) -> None:
+    def _handle(self, request: bytes, peer: str) -> Reply:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         parts = request.split(b"\n", 1)[0].split()
         method, path = (parts[0], parts[1].split(b"?", 1)[0]) if len(parts) >= 2 else (b"", b"")
         if method not in (b"GET", b"HEAD"):
-            status, ctype, body = "405 Method Not Allowed", "text/plain", b"only GET\n"
-        elif path not in (b"/metrics", b"/"):
-            status, ctype, body = "404 Not Found", "text/plain", b"see /metrics\n"
-        else:
-            status, ctype, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
-        head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n").encode("ascii")
-        # The reply (a few KB) fits the socket's send buffer, so this does not wait on the
-        # client; the timeout bounds the rare client that never reads.
-        conn.settimeout(REQUEST_TIMEOUT_S)
-        conn.sendall(head if method == b"HEAD" else head + body)
-
-    def _drop(self, conn: socket.socket) -> None:
-        self._conns.pop(conn, None)
-        try:
-            self._selector.unregister(conn)
-        except (KeyError, ValueError):
-            pass
-        conn.close()
+            return Reply("405 Method Not Allowed", "text/plain", b"only GET\n")
+        if path not in (b"/metrics", b"/"):
+            return Reply("404 Not Found", "text/plain", b"see /metrics\n")
+        return Reply("200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry))

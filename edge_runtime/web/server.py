@@ -1,15 +1,16 @@
 """The web setup view's HTTP server: GET only, one thread, strict limits.
 
-Built like service/metrics.py and for the same reasons: one thread multiplexes every
-connection (selectors), so idle or half-sent requests cost a descriptor, not a thread, and
-the server can be stopped within 0.2 s. On top of that, replies are written without blocking
-(a JPEG may not fit the socket buffer, and a viewer that stops reading must not stall the
-others), and a viewer cap: at most `max_viewers` client addresses at a time.
+Served by edge_runtime.httpd, like service/metrics.py and for the same reasons (its
+docstring): one thread multiplexes every connection, so idle or half-sent requests cost a
+descriptor, not a thread, and the server can be stopped within 0.2 s; replies are written
+without blocking (a JPEG may not fit the socket buffer, and a viewer that stops reading must
+not stall the others). On top of that, a viewer cap: at most `max_viewers` client addresses
+at a time.
 
 Limits: a request must arrive whole (headers, <= MAX_REQUEST_BYTES) within REQUEST_TIMEOUT_S
 of the accept and its reply be taken within REQUEST_TIMEOUT_S more, else the connection is
 closed; at most CONNS_PER_VIEWER x max_viewers connections are open (past that the oldest is
-closed, as in metrics.py); an address not seen in VIEWER_IDLE_S stops counting as a viewer.
+closed, see httpd.py); an address not seen in VIEWER_IDLE_S stops counting as a viewer.
 
 Auth: with a token, every endpoint that shows anything of the line answers 401 without it
 (`Authorization: Bearer <token>` or `?token=<token>`). `/` then still sends the page's HTML
@@ -23,15 +24,12 @@ import hmac
 import json
 import logging
 import re
-import selectors
-import socket
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
+from edge_runtime.httpd import HTTPServer, Reply
 from edge_runtime.web.state import WebState
 
 log = logging.getLogger(__name__)
@@ -63,23 +61,6 @@ def _static(name: str) -> bytes:
     return resources.files("edge_runtime.web").joinpath("static", name).read_bytes()
 
 
-@dataclass
-class _Conn:
-    deadline: float
-    peer: str
-    inbuf: bytes = b""
-    out: bytearray = field(default_factory=bytearray)
-    writing: bool = False
-
-
-@dataclass
-class Reply:
-    status: str
-    ctype: str
-    body: bytes
-    headers: str = ""
-
-
 class WebServer:
     def __init__(self, host: str, port: int, state: WebState, status: Callable[[], dict], *,
                  token: str | None = None, max_viewers: int = 8) -> None:
@@ -89,126 +70,30 @@ class WebServer:
         self.max_viewers = int(max_viewers)
         self.max_conns = CONNS_PER_VIEWER * self.max_viewers
         self._files = {name: _static(name) for name, _ in _STATIC.values()}
-        family, stype, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        self._listener = socket.socket(family, stype, proto)
-        try:
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind(addr)
-            self._listener.listen(64)
-        except OSError:
-            self._listener.close()
-            raise
-        self._listener.setblocking(False)
-        self.host = host
-        self.port = self._listener.getsockname()[1]
-        self._conns: dict[socket.socket, _Conn] = {}  # accept order: the first is the oldest
         self._viewers: dict[str, float] = {}  # address -> last request (monotonic)
         self.refused_viewers = 0
-        self.thread_cpu_s = 0.0  # CPU of the serving thread (JPEG encoding, aids, JSON)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._listener, selectors.EVENT_READ)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="web-http", daemon=True)
-        self._thread.start()
+        self._http = HTTPServer(host, port, self._handle, max_conns=self.max_conns,
+                                request_timeout_s=REQUEST_TIMEOUT_S, reply_timeout_s=REQUEST_TIMEOUT_S,
+                                max_request_bytes=MAX_REQUEST_BYTES, headers=SECURITY_HEADERS, backlog=64,
+                                thread_name="web-http", label="web view")
+        self.host = host
+        self.port = self._http.port
+
+    @property
+    def thread_cpu_s(self) -> float:
+        """CPU of the serving thread (JPEG encoding, aids, JSON)."""
+        return self._http.thread_cpu_s
+
+    @property
+    def _conns(self) -> dict:  # the open connections, oldest first
+        return self._http.conns
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        for conn in list(self._conns):
-            self._drop(conn)
-        self._selector.close()
-        self._listener.close()
+        self._http.close()
 
     def viewers(self) -> int:
         now = time.monotonic()
         return sum(1 for t in self._viewers.values() if now - t < VIEWER_IDLE_S)
-
-    # -- the serving thread -----------------------------------------------------------------
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            for key, events in self._selector.select(timeout=0.2):
-                sock = key.fileobj
-                try:
-                    if sock is self._listener:
-                        self._accept()
-                    elif events & selectors.EVENT_WRITE:
-                        self._write(sock)
-                    else:
-                        self._read(sock)
-                except Exception:  # one bad connection must not end the view
-                    log.exception("web view: error on a connection")
-                    if sock is not self._listener:
-                        self._drop(sock)
-            now = time.monotonic()
-            for conn in [c for c, st in self._conns.items() if st.deadline <= now]:
-                self._drop(conn)
-            self.thread_cpu_s = time.thread_time()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, addr = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # EMFILE and friends: try again on the next select
-                log.warning("web view: accept failed: %s", exc)
-                return
-            while len(self._conns) >= self.max_conns:
-                self._drop(next(iter(self._conns)))
-            conn.setblocking(False)
-            self._conns[conn] = _Conn(time.monotonic() + REQUEST_TIMEOUT_S, str(addr[0]))
-            self._selector.register(conn, selectors.EVENT_READ)
-
-    def _read(self, conn: socket.socket) -> None:
-        st = self._conns.get(conn)
-        if st is None or st.writing:
-            return
-        try:
-            data = conn.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        st.inbuf += data
-        if not data or len(st.inbuf) > MAX_REQUEST_BYTES:
-            self._drop(conn)
-            return
-        if b"\r\n\r\n" not in st.inbuf and b"\n\n" not in st.inbuf:
-            return
-        head_only = st.inbuf.startswith(b"HEAD ")
-        reply = self._handle(st.inbuf, st.peer)
-        head = (f"HTTP/1.1 {reply.status}\r\nContent-Type: {reply.ctype}\r\nContent-Length: {len(reply.body)}\r\n"
-                f"{SECURITY_HEADERS}{reply.headers}Connection: close\r\n\r\n").encode("latin-1")
-        st.out = bytearray(head if head_only else head + reply.body)
-        st.writing = True
-        st.deadline = time.monotonic() + REQUEST_TIMEOUT_S  # to take the reply
-        self._selector.modify(conn, selectors.EVENT_WRITE)
-        self._write(conn)
-
-    def _write(self, conn: socket.socket) -> None:
-        st = self._conns.get(conn)
-        if st is None:
-            return
-        try:
-            n = conn.send(st.out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._drop(conn)
-            return
-        del st.out[:n]
-        if not st.out:
-            self._drop(conn)
-
-    def _drop(self, conn: socket.socket) -> None:
-        self._conns.pop(conn, None)
-        try:
-            self._selector.unregister(conn)
-        except (KeyError, ValueError):
-            pass
-        conn.close()
 
     # -- requests ---------------------------------------------------------------------------
 
