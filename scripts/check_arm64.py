@@ -32,6 +32,7 @@ CORNER_TOL_PX = 1.0
 # up to ~2 px seen), so corners are compared at 1 px when the same decoder and stage read the
 # code on both sides, and a code read by another path is counted, listed, and held to this:
 OTHER_PATH_TOL_PX = 4.0
+NOREAD_FRAMES = 3
 
 
 def requirements(venv_py: str) -> list[str]:
@@ -163,8 +164,16 @@ def compare_run(x86: Path, arm: Path) -> int:
     diffs, cmp = [], Corners()
     if len(a) != len(b):
         diffs.append(f"results: x86 {len(a)}, arm64 {len(b)}")
+    shifted = []
     for p, q in zip(a, b):
         fields = ("id", "kind", "frame")
+        # A noread is emitted when its label's track ends: its frame and corners are those of the
+        # last sighting, and whether a detection in a late, hard frame counts as one depends on
+        # which attempt finished first (see OTHER_PATH_TOL_PX). Held to NOREAD_FRAMES and 4 px.
+        if (p.get("kind") == q.get("kind") == "noread" and p.get("id") == q.get("id")
+                and p.get("frame") != q.get("frame") and abs(p["frame"] - q["frame"]) <= NOREAD_FRAMES):
+            shifted.append(f"id {p['id']} frame {p['frame']}/{q['frame']}")
+            q = {**q, "frame": p["frame"], "decoder": "last-sighting"}
         if any(p.get(k) != q.get(k) for k in fields) or _key(p) != _key(q):
             diffs.append("x86 " + json.dumps({k: p.get(k) for k in (*fields, "text")})
                          + " arm64 " + json.dumps({k: q.get(k) for k in (*fields, "text")}))
@@ -173,7 +182,8 @@ def compare_run(x86: Path, arm: Path) -> int:
         if d:
             diffs.append(d)
     reads = sum(1 for r in a if r.get("kind") == "read")
-    print(f"{len(a)} results ({reads} reads), same ids, kinds, payloads and frames, {cmp.text()}"
+    moved = f", {len(shifted)} noreads ended 1-{NOREAD_FRAMES} frames apart ({'; '.join(shifted[:3])})" if shifted else ""
+    print(f"{len(a)} results ({reads} reads), same ids, kinds, payloads and frames, {cmp.text()}{moved}"
           if not diffs else f"{len(diffs)} differences in {len(a)} x86 / {len(b)} arm64 results:")
     for d in diffs[:20]:
         print("  " + d)
