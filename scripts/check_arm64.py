@@ -60,6 +60,7 @@ def frames(out: Path) -> None:
     angles: the same bytes on both sides, read from PNG."""
     import cv2
 
+    sys.path.insert(0, str(ROOT))  # this checkout's generator, whatever the venv has installed
     from edge_runtime.synth.conveyor import SyntheticConveyor
 
     out.mkdir(parents=True, exist_ok=True)
