@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import signal
 import sys
 
@@ -64,7 +65,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     finally:
         # The service has stopped; a SIGTERM now (systemd, an operator pressing again) must
-        # not kill the process by the signal while it exits. Ignored, not handled: Python puts
-        # the default action back for its own handlers while the interpreter shuts down.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
+        # not kill the process by the signal while it exits. Python puts the default action
+        # back for its own handlers while the interpreter shuts down, after the atexit
+        # functions: ignoring the signals there keeps them ignored to the end, and leaves
+        # an in-process caller (tests) with its own handlers until then.
+        atexit.register(_ignore_stop_signals)
+
+
+def _ignore_stop_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
