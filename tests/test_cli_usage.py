@@ -126,6 +126,10 @@ def _make_run_ctrl_c(tmp_path: Path, venv: Path, after: bytes, timeout: float = 
         try:
             os.chdir(ROOT)
             os.environ["TMPDIR"] = str(tmp_path)  # the demo's state_dir, kept out of the shared /tmp
+            # As at a terminal: a test run started in the background (CI, nohup ... &) has
+            # SIGINT ignored, and an ignored signal stays ignored across exec, so make would
+            # never see the Ctrl-C the user's make sees.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execvp("make", ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed-run", "run"])
         finally:
             os._exit(127)

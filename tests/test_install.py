@@ -208,7 +208,9 @@ def test_editable_install_of_a_fresh_checkout_prints_no_warnings(tmp_path):
     Offline: no dependencies, the build backend of this venv, a staging prefix instead of a venv."""
     src = _source_copy(tmp_path / "src")
     prefix = tmp_path / "prefix"
-    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+    # --ignore-installed: pip would otherwise uninstall the running venv's own edge-runtime first
+    # (--prefix does not isolate uninstalls), leaving the test suite without its package.
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--ignore-installed",
                         "--no-warn-script-location", "--prefix", str(prefix), "-e", str(src)],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
