@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -94,32 +96,28 @@ def test_a_failed_reservation_hands_out_nothing_and_the_same_id_comes_next(tmp_p
     assert reserved_in(str(tmp_path)) == 4
 
 
+@contextlib.contextmanager
+def tmpfs(path, size: str = "256k"):
+    """A real small file system mounted at `path` (the tests run as root, as CI does)."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A real 256 KiB file system (tmpfs; the tests run as root, as CI does)."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def fill(directory) -> str:
-    """Fill the file system holding `directory` to the last byte; returns the filler's path."""
-    path = os.path.join(directory, "filler")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        for size in (65536, 4096, 512, 1):
-            while True:
-                try:
-                    os.write(fd, b"\0" * size)
-                except OSError:
-                    break
-    finally:
-        os.close(fd)
-    return path
+    """Fill the file system holding `directory` to the last byte (the soak's own filler)."""
+    from edge_runtime.bench.soak import _fill_disk
+
+    return str(_fill_disk(Path(directory)))
 
 
 def test_full_disk_does_not_stop_reservations_once_the_file_exists(tiny_disk):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ids import fill
+from test_ids import fill, tmpfs
 from test_service import Running, make_config, read_jsonl, wait_for
 
 from edge_runtime.outbox import Outbox
@@ -28,13 +28,8 @@ EXTRA = "[reader]\ndeadline_ms = 5000\ndetector = \"none\"\n"
 
 @pytest.fixture
 def tiny_state(tmp_path):
-    mnt = tmp_path / "state"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "state") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def baseline(tmp_path: Path, frames: int) -> list[bytes]:
