@@ -387,29 +387,34 @@ class Service:
                  extra={"fields": {"event": "stopped", **self.stats.counters(), "queued": queued,
                                    "waiting_for_ids": len(self._waiting)}})
 
-    def _queued_per_sink(self) -> dict[str, int]:
-        """Results each sink still holds (outbox depth), for the status and stopped lines."""
-        out = {}
+    def _sink_states(self) -> dict[str, dict | None]:
+        """Each sink's state() once (None when it raised: a sink must not break a log line);
+        an outbox depth is a sqlite COUNT, so the status line asks each sink once, not twice."""
+        out: dict[str, dict | None] = {}
         for s in list(self.sinks):
             try:
-                out[s.name] = int(s.state().get("queued", 0) or 0)
-            except Exception:  # noqa: BLE001 - a sink's state() must not break a log line
-                out[s.name] = -1
+                out[s.name] = dict(s.state())
+            except Exception:  # noqa: BLE001
+                out[s.name] = None
         return out
 
-    def _sink_summary(self) -> dict[str, str]:
-        """One short state per sink for the status log line: "connected, 0 queued"."""
+    def _queued_per_sink(self, states: dict[str, dict | None] | None = None) -> dict[str, int]:
+        """Results each sink still holds (outbox depth), for the status and stopped lines."""
+        states = self._sink_states() if states is None else states
+        return {name: -1 if st is None else int(st.get("queued", 0) or 0) for name, st in states.items()}
+
+    @staticmethod
+    def _sink_summary(states: dict[str, dict | None]) -> dict[str, str]:
+        """One short state per sink for the status log line: "up, 0 queued"."""
         out = {}
-        for s in list(self.sinks):
-            try:
-                st = s.state()
-            except Exception as exc:  # noqa: BLE001
-                out[s.name] = f"error: {type(exc).__name__}"
+        for name, st in states.items():
+            if st is None:
+                out[name] = "error: state() failed"
                 continue
             conn = st.get("connected")
-            out[s.name] = f"{'up' if conn or conn is None else 'down'}, {st.get('queued', 0)} queued"
+            out[name] = f"{'up' if conn or conn is None else 'down'}, {st.get('queued', 0)} queued"
             if st.get("last_error") and not conn:
-                out[s.name] += f" ({str(st['last_error'])[:120]})"
+                out[name] += f" ({str(st['last_error'])[:120]})"
         return out
 
     # ---------------------------------------------------------------------------- signals
@@ -532,10 +537,11 @@ class Service:
         logs.flush_suppressed()  # a flood that stopped still gets its "N suppressed" line
         if now >= self._next_status:
             if self._next_status:
+                states = self._sink_states()
                 log.info("status", extra={"fields": {"event": "status", **self.stats.counters(),
                                                      "stage_ms_p50": self.stats.p50(),
-                                                     "sinks": self._sink_summary(),
-                                                     "queued": self._queued_per_sink(),
+                                                     "sinks": self._sink_summary(states),
+                                                     "queued": self._queued_per_sink(states),
                                                      "waiting_for_ids": len(self._waiting)}})
             self._next_status = now + float(self.config["status_interval_s"])
 
