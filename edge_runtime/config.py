@@ -162,6 +162,17 @@ SECTIONS: dict[str, dict[str, Opt]] = {
         "noread_keep": Opt((int,), 200, minimum=1, maximum=1_000_000),
         "noread_max_mb": Opt((int, float), 50.0, minimum=0.1, maximum=1_000_000),
     },
+    # Model rollout over MQTT (edge_runtime/rollout): off unless channel is set. The device
+    # follows {topic_prefix}/fleet/model/{channel} on its first MQTT sink (or `sink`), installs
+    # bundles signed by public_key, and steps back when the new model reads worse: more than
+    # fallback_points below the previous model's rate over fallback_items items.
+    "model": {
+        "channel": Opt((str,), ""),
+        "public_key": Opt((str,), None),
+        "sink": Opt((str,), None),
+        "fallback_items": Opt((int,), 500, minimum=10, maximum=1_000_000),
+        "fallback_points": Opt((int, float), 5.0, minimum=0, maximum=100),
+    },
     "trigger": {
         "mode": Opt((str,), "continuous", choices=("continuous", "window", "single")),
         "source": Opt((str,), "signal", choices=("signal", "serial", "mqtt", "opcua", "modbus")),
@@ -425,7 +436,7 @@ class _Validator:
         data["sinks"] = self.sinks(doc.get("sinks"), data)
         self.cross(data)
         # Order the output like the example config.
-        order = [*TOP, "reader", "source", "trigger", "dedup", "match", "metrics", "web", "log", "sinks"]
+        order = [*TOP, "reader", "model", "source", "trigger", "dedup", "match", "metrics", "web", "log", "sinks"]
         return {k: data[k] for k in order}
 
     def state_dir(self, given: str | None) -> str:
@@ -572,6 +583,7 @@ class _Validator:
 
     def cross(self, data: dict) -> None:
         self.web(data["web"])
+        self.rollout(data)
         from edge_runtime import match
 
         if not any(p.startswith(f"{self.label}: match.") for p in self.problems):  # one line per key
@@ -582,6 +594,31 @@ class _Validator:
         if trig["mode"] != "continuous" and trig["source"] in ("serial", "mqtt", "opcua", "modbus") and trig["source"] not in kinds:
             self.err("trigger.source", f"{shown(trig['source'])} needs a [[sinks]] entry with kind = {shown(trig['source'])}")
 
+
+    def rollout(self, data: dict) -> None:
+        """One line per key: what a channel needs is said on model.channel, all of it at once."""
+        m = data["model"]
+        from edge_runtime.rollout import bundle, keys
+
+        if m["public_key"] and (problem := keys.public_problem(m["public_key"])):
+            self.err("model.public_key", problem)
+        if not m["channel"]:
+            return
+        if problem := bundle.channel_problem(m["channel"]):
+            self.err("model.channel", problem)
+            return
+        mqtt = [s["name"] for s in data["sinks"] if s.get("kind") == "mqtt"]
+        needs = []
+        if not m["public_key"]:
+            needs.append("model.public_key (the line 'edge-runtime models keygen' prints)")
+        if not mqtt:
+            needs.append('a [[sinks]] entry with kind = "mqtt" (bundles come over MQTT)')
+        if data["reader"]["detector"] == "none":
+            needs.append('a detector (reader.detector is "none")')
+        if needs:
+            self.err("model.channel", "needs " + "; ".join(needs))
+        elif m["sink"] is not None and m["sink"] not in mqtt:
+            self.err("model.sink", f"{shown(m['sink'])} is not an mqtt sink (mqtt sinks: {', '.join(mqtt)})")
 
     def web(self, web: dict) -> None:
         """Beyond loopback the view shows the line to anyone on the network: a token is required."""

@@ -28,6 +28,9 @@ def add_parser(sub) -> None:  # noqa: ANN001 - argparse's private _SubParsersAct
     p.add_argument("--test", action="store_true", help="also run every version's self-test")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=run)
+    from edge_runtime.cli.model_rollout import add_actions
+
+    add_actions(p)  # keygen, publish, promote: the rollout over MQTT
 
 
 @contextlib.contextmanager

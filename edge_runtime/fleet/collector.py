@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import queue
 import signal
-import ssl
 import threading
 import time
 from typing import Any
@@ -42,6 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge_runtime.fleet.broker import configure
 from edge_runtime.fleet.config import CollectorConfig
 from edge_runtime.fleet.db import Database, DbError, open_db
 from edge_runtime.fleet.rows import Malformed, ResultRow, StatusRow, now_iso, result_row, status_row
@@ -82,17 +82,9 @@ class Collector:
 
     # ---- MQTT -----------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        b = self.cfg.broker
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
                         protocol=mqtt.MQTTv5, manual_ack=True)
-        if b.get("username"):
-            c.username_pw_set(b["username"], self.cfg.broker_password)
-        tls = b.get("tls")
-        if tls is not None:
-            c.tls_set(ca_certs=tls.get("ca_file"), certfile=tls.get("cert_file"), keyfile=tls.get("key_file"),
-                      cert_reqs=ssl.CERT_REQUIRED)
-            if tls.get("insecure"):
-                c.tls_insecure_set(True)
+        configure(c, self.cfg)
         c.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail

@@ -123,8 +123,9 @@ def _table(doc: dict, spec: dict, label: str, where: str, problems: list[str]) -
     return out
 
 
-def load(path: str) -> CollectorConfig:
-    """Read and validate `path`. Raises CollectorConfigError with one line per problem."""
+def load(path: str, need_db: bool = True) -> CollectorConfig:
+    """Read and validate `path`. Raises CollectorConfigError with one line per problem.
+    need_db=False: [db] may be absent (`models publish` only talks to the broker)."""
     label = str(path)
     try:
         with open(path, "rb") as f:
@@ -133,10 +134,10 @@ def load(path: str) -> CollectorConfig:
         raise CollectorConfigError([f"{label}: cannot read: {e.strerror or e}"]) from None
     except tomllib.TOMLDecodeError as e:
         raise CollectorConfigError([f"{label}: not valid TOML: {e}"]) from None
-    return validate(doc, label)
+    return validate(doc, label, need_db)
 
 
-def validate(doc: dict, label: str = "collector config") -> CollectorConfig:
+def validate(doc: dict, label: str = "collector config", need_db: bool = True) -> CollectorConfig:
     problems: list[str] = []
     tables = {"broker": BROKER, "db": DB}
     top_doc = {k: v for k, v in doc.items() if k not in tables}
@@ -169,7 +170,7 @@ def validate(doc: dict, label: str = "collector config") -> CollectorConfig:
             problems.append(f"{label}: {where}.password_env: environment variable {env!r} is not set")
     url = db.get("url")
     if url is None:
-        if not isinstance(doc.get("db"), dict) or "url" not in doc["db"]:
+        if need_db and (not isinstance(doc.get("db"), dict) or "url" not in doc["db"]):
             problems.append(f"{label}: db.url: required (sqlite:///path/results.db or postgresql://user@host/db)")
     else:
         from edge_runtime.fleet.db import url_problem

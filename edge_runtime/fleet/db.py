@@ -47,6 +47,9 @@ class Database(Protocol):
     def fleet_rows(self, since: datetime) -> tuple[list[dict], list[dict]]:
         """(devices rows, per-device result aggregates with reads/noreads since `since`)."""
 
+    def kind_counts(self, since: dict[str, datetime]) -> dict[str, tuple[int, int]]:
+        """device_id -> (reads, noreads) with ts >= its datetime (model promotion)."""
+
     def results(self) -> list[dict]:
         """Every stored result (device_id, id, payload as dict): for tests and exports."""
 

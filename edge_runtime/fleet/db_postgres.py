@@ -103,6 +103,18 @@ class PostgresDb:
                     row[k] = iso(v)
         return devices, agg
 
+    def kind_counts(self, since: dict[str, datetime]) -> dict[str, tuple[int, int]]:
+        out = {}
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                for device, t in since.items():
+                    row = cur.execute("SELECT count(*) FILTER (WHERE kind = 'read'), count(*) FILTER (WHERE kind = 'noread') "
+                                      "FROM results WHERE device_id = %s AND ts >= %s", (device, t)).fetchone()
+                    out[device] = (int(row[0]), int(row[1]))
+        except psycopg.Error as e:
+            raise DbError(f"db {self.url}: cannot read: {_one_line(e)}") from None
+        return out
+
     def results(self) -> list[dict]:
         with self.conn.transaction():
             rows = self.conn.execute("SELECT device_id, id, payload FROM results ORDER BY device_id, id").fetchall()

@@ -94,6 +94,17 @@ class SqliteDb:
             self.conn.row_factory = None
         return devices, agg
 
+    def kind_counts(self, since: dict[str, datetime]) -> dict[str, tuple[int, int]]:
+        out = {}
+        try:
+            for device, t in since.items():
+                row = self.conn.execute("SELECT coalesce(sum(kind = 'read'), 0), coalesce(sum(kind = 'noread'), 0) "
+                                        "FROM results WHERE device_id = ? AND ts >= ?", (device, iso(t))).fetchone()
+                out[device] = (int(row[0]), int(row[1]))
+        except sqlite3.Error as e:
+            raise DbError(f"db {self.url}: cannot read: {e}") from None
+        return out
+
     def results(self) -> list[dict]:
         return [{"device_id": d, "id": i, "payload": json.loads(p)}
                 for d, i, p in self.conn.execute("SELECT device_id, id, payload FROM results ORDER BY device_id, id")]

@@ -202,7 +202,7 @@ class IdAllocator:
             os.write(fd, bytes(blob))
             os.fsync(fd)
             os.replace(tmp, self._path)
-            _fsync_dir(self.state_dir)
+            fsync_dir(self.state_dir)
         except BaseException:
             os.close(fd)
             raise
@@ -221,7 +221,8 @@ class IdAllocator:
         self._reserved = reserved
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path) -> None:  # noqa: ANN001 - str or Path
+    """A rename or a new file is durable only once its directory is synced too."""
     dfd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dfd)

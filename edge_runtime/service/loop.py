@@ -104,6 +104,7 @@ class Service:
         self.notifier = Notifier.from_env()
         self.heartbeat: Heartbeat | None = None
         self.matcher: Matcher | None = None  # [match] (edge_runtime/match.py); None when off
+        self.rollout = None  # [model] channel (edge_runtime/rollout/device.py); None when off
 
     # ------------------------------------------------------------------------- public API
 
@@ -205,6 +206,7 @@ class Service:
             # which runtime runs it ("auto" takes the faster here): tflite | ncnn | None
             "detector_backend": getattr(getattr(self.reader, "detector", None), "fmt", None),
             "model_fallback": getattr(self.reader, "model_fallback", None),
+            "model_rollout": self.rollout.state() if self.rollout is not None else None,
         }
 
     # ------------------------------------------------------------------------- start/stop
@@ -225,11 +227,33 @@ class Service:
         # Appended one by one: if sink 3 cannot start, _shutdown still closes sinks 0..2.
         for i, spec in enumerate(self.config.sinks):
             self.sinks.append(self._make_sink(i, spec))
+        if self.config["model"]["channel"]:
+            self._start_rollout()
         port = self.config["metrics"]["port"]
         if port is not None:
             self._start_metrics(port)
         if self.config["web"]["port"] is not None:
             self._start_web()
+
+    def _start_rollout(self) -> None:
+        from edge_runtime.rollout.device import Rollout
+
+        m = self.config["model"]
+        sink = next(s for s in self.sinks if s.kind == "mqtt" and (m["sink"] is None or s.name == m["sink"]))
+        r = self.config["reader"]
+        self.rollout = Rollout(m, self.state_dir, sink.options["topic_prefix"], detector=r["detector"],
+                               threads=r["detector_threads"])
+        self.rollout.apply(self.reader)
+        self.rollout.start()
+        sink.listen(self.rollout.topic, self.rollout.offer)
+
+    def _listen_rollout(self) -> None:
+        """After a reload re-made the sinks: the (new) mqtt sink follows the channel again."""
+        m = self.config["model"]
+        for s in self.sinks:
+            if s.kind == "mqtt" and (m["sink"] is None or s.name == m["sink"]):
+                s.listen(self.rollout.topic, self.rollout.offer)
+                return
 
     def _open_ids(self) -> IdAllocator:
         # Ids continue above any id still in the outboxes or the jsonl ledgers, even when
@@ -375,6 +399,8 @@ class Service:
             self.metrics.close()
             self.metrics = None
         self._stop_web()
+        if self.rollout is not None:
+            self.rollout.close()
         if self.ids is not None:
             self.ids.close()
         logs.flush_suppressed()
@@ -527,6 +553,8 @@ class Service:
             result[0] = self._apply(cfg)
             done.set()
         self._number_waiting()  # results held while ids could not be reserved
+        if self.rollout is not None:
+            self.rollout.poll(self.reader)  # a model bundle verified and self-tested: switch now
         for kind, ts, window in self.trigger.poll():
             if kind == "open":
                 self.tracker.reset()  # a new window is a new item: its codes are new
@@ -674,6 +702,8 @@ class Service:
                 self.stats.reads += 1
             else:
                 self.stats.noreads += 1
+            if self.rollout is not None:
+                self.rollout.record(kind == "read", self.reader)
         if self._ids_error is not None and not self._waiting:
             log.info("result ids can be reserved again; every held result is sent",
                      extra={"fields": {"event": "ids_available"}})
@@ -738,7 +768,7 @@ class Service:
         """Swap in a validated config, touching only what changed."""
         old = self.config
         changed = [k for k in new.data if new.data[k] != old.data.get(k)]
-        for key in ("device_id", "state_dir"):
+        for key in ("device_id", "state_dir", "model"):
             if new[key] != old[key]:
                 log.warning("reload: %s changed (%r -> %r); that needs a restart, keeping %r",
                             key, old[key], new[key], old[key])
@@ -759,6 +789,8 @@ class Service:
                 self.matcher = Matcher.reloaded(self.matcher, new["match"], self.state_dir)
             except ValueError as exc:
                 log.error("reload: %s; keeping the previous [match]", exc)
+        if reader is not self.reader and self.rollout is not None:
+            self.rollout.apply(reader)  # the rollout's model keeps running in the new reader
         self.reader = reader
         if running:
             self._models_fp = models_fp
@@ -776,6 +808,8 @@ class Service:
         self.config = new
         if running:
             self._apply_sinks(old, new)
+            if self.rollout is not None:
+                self._listen_rollout()
             if new["source"] != old["source"]:
                 self._reopen_source()
             if new["metrics"] != old["metrics"]:

@@ -200,6 +200,9 @@ class MqttSink:
         self._disconnects = 0
         self._status_due = False
         self._replies: collections.deque[bytes] = collections.deque(maxlen=REPLIES_KEPT)
+        # Other topics this device follows (the model rollout channel): topic -> handler(payload),
+        # called on paho's network thread, so a handler only hands the message over.
+        self._listeners: dict[str, Callable[[bytes], None]] = {}
         self._crashed: BaseException | None = None
         self.last_error: str | None = None
 
@@ -286,6 +289,12 @@ class MqttSink:
                         self.name, self.options["outbox"], self.options["outbox_max_mb"], self.options["outbox_policy"])
         self._wake.set()
 
+    def listen(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Subscribe to `topic` (QoS 1, again on every connect; retained messages come with it)."""
+        self._listeners[topic] = handler
+        if self._connected:
+            self.client.subscribe(topic, qos=1)
+
     def state(self) -> dict:
         outbox = self._outbox
         return {
@@ -350,6 +359,8 @@ class MqttSink:
         self.last_error = None
         self._logged_error = None
         client.subscribe(self.topic_cmd, qos=1)
+        for topic in list(self._listeners):
+            client.subscribe(topic, qos=1)
         self._status_due = True
         self._wake.set()
 
@@ -405,6 +416,13 @@ class MqttSink:
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         """Runs on paho's network thread: command_handler must only hand the command over
         (e.g. put it on a queue), or PUBACKs and keepalives wait behind it."""
+        listener = self._listeners.get(msg.topic)
+        if listener is not None:
+            try:
+                listener(bytes(msg.payload))
+            except Exception as e:  # noqa: BLE001 - never the network thread's end
+                log.error("mqtt sink %s: handling %s failed: %s: %s", self.name, msg.topic, type(e).__name__, e)
+            return
         if msg.retain:
             # A retained command would fire again on every reconnect (a stale "LON" or
             # "reload" hours later); commands are events, so only live ones count.
