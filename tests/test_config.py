@@ -112,7 +112,7 @@ def test_each_kind_of_error_names_its_key(tmp_path, extra, expected):
 def test_unknown_top_level_key(tmp_path):
     got = problems(tmp_path, "colour = 1\n" + BASE)
     assert got == [f"{tmp_path / 'config.toml'}: colour: unknown key (known: " + ", ".join(
-        sorted(["device_id", "state_dir", "status_interval_s", "shutdown_timeout_s", "reader", "trigger", "dedup", "match",
+        sorted(["device_id", "state_dir", "status_interval_s", "shutdown_timeout_s", "reader", "model", "trigger", "dedup", "match",
                 "metrics", "web", "log", "source", "sinks"])) + ")"]
 
 

@@ -23,22 +23,12 @@ from mosquitto import HOST, Broker, broker  # noqa: F401 - fixture
 from pg import postgres  # noqa: F401 - fixture
 
 from edge_runtime.fleet.db import open_db
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = 10
 FRAMES = 200  # at 10 fps: 20 s of line per device
 STALLED = DEVICES - 1  # this device's camera stalls after 60 frames; it is the one killed for the Last Will
-
-
-def wait_for(pred, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
 
 
 def device_config(tmp: Path, i: int, port: int) -> Path:

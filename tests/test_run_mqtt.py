@@ -12,6 +12,7 @@ from pathlib import Path
 import paho.mqtt.publish as publish
 
 from mosquitto import HOST, Subscriber, make_broker  # noqa: F401 - fixture
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = "mqtt-e2e"
@@ -63,15 +64,6 @@ def first_arrivals(ids: list[int]) -> list[int]:
             seen.add(i)
             out.append(i)
     return out
-
-
-def wait_for(pred, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def spawn(config: Path) -> subprocess.Popen:

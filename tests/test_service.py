@@ -25,6 +25,7 @@ from edge_runtime.service.results import noread_result, read_result, rfc3339
 from edge_runtime.sinks.jsonl import JsonlSink
 from edge_runtime.sinks.stdout import StdoutSink
 from edge_runtime.track import Track
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "edge_runtime" / "data" / "result.schema.json").read_text())
@@ -53,16 +54,6 @@ def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def truths_for(source: dict, frames: int) -> dict[bytes, int]:
