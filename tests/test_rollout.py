@@ -318,6 +318,10 @@ def test_promote_refuses_a_worse_canary_and_publishes_a_better_one(broker, signi
     seed(db, {"c1": ("canary", "5.0.0", 0.98), "c2": ("canary", "1.2.0", 0.10),  # c2 does not run 5.0.0 yet
               "s1": ("stable", "1.2.0", 0.97)}, now)
     db.close()
+    view = subprocess.run([sys.executable, "-m", "edge_runtime", "fleet", "--db", better, "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert {r["device_id"]: (r["channel"], r["model"]) for r in json.loads(view.stdout)} == {
+        "c1": ("canary", "5.0.0"), "c2": ("canary", "1.2.0"), "s1": ("stable", "1.2.0")}
     out = promote(better)
     assert out.returncode == 0, out.stderr
     assert "promoted model 5.0.0 from canary to stable: canary 98.00% (1 device(s), 200 items)" in out.stdout

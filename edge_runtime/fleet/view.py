@@ -6,7 +6,8 @@ state      online/offline from the retained status and the Last Will (the broker
 last seen  the later of its last online status and its last result's arrival
 results    stored results; reads/noreads over the last hour (by the device's ts) and the read
            rate reads / (reads + noreads)
-model      the detector model version in its status; outbox: results queued on the device
+model      the detector model version in its status; channel: the rollout channel it follows
+           (from the latest online status; the Last Will carries none); outbox: results queued
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ def fleet(db: Database, now: datetime | None = None, stale_s: float = 120.0) -> 
     by_id: dict[str, dict[str, Any]] = {}
     for d in devices:
         by_id[d["device_id"]] = {"device_id": d["device_id"], "state": d["state"], "last_seen": d["last_seen"],
-                                 "model": d["model"], "outbox": d["queued"]}
+                                 "model": d["model"], "channel": _channel(d.get("status")), "outbox": d["queued"]}
     for a in agg:
         row = by_id.setdefault(a["device_id"], {"device_id": a["device_id"], "state": "unknown", "last_seen": None,
-                                                "model": None, "outbox": None})
+                                                "model": None, "channel": None, "outbox": None})
         seen = [t for t in (row["last_seen"], a["last_result_at"]) if t]
         row["last_seen"] = max(seen) if seen else None
         reads, noreads = int(a["reads_1h"] or 0), int(a["noreads_1h"] or 0)
@@ -51,7 +52,17 @@ def fleet(db: Database, now: datetime | None = None, stale_s: float = 120.0) -> 
 
 COLUMNS = (("DEVICE", "device_id"), ("STATE", "state"), ("LAST SEEN", "last_seen"), ("RESULTS", "results"),
            ("READS/1H", "reads_1h"), ("NOREADS/1H", "noreads_1h"), ("READ RATE", "read_rate"),
-           ("MODEL", "model"), ("OUTBOX", "outbox"))
+           ("MODEL", "model"), ("CHANNEL", "channel"), ("OUTBOX", "outbox"))
+
+
+def _channel(status: Any) -> str | None:
+    """The model channel the device follows (its status's model_rollout), None when it follows none."""
+    try:
+        d = json.loads(status) if isinstance(status, str) else status
+    except ValueError:
+        return None
+    ro = d.get("model_rollout") if isinstance(d, dict) else None
+    return ro.get("channel") if isinstance(ro, dict) and isinstance(ro.get("channel"), str) else None
 
 
 def _cell(key: str, v: Any) -> str:
