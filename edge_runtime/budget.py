@@ -88,6 +88,7 @@ class Budget:
         self.prior = prior
         self.costs: dict[Hashable, float] = {}
         self._last_run: dict[Hashable, float] = {}
+        self._provisional: set[Hashable] = set()  # measured once: that run paid the warm-up
         self._lock = threading.Lock()
 
     def remaining(self, t0: float) -> float:
@@ -125,8 +126,18 @@ class Budget:
     def learn(self, key: Hashable, ms: float, *, fresh: bool = False) -> None:
         """A slowly decaying maximum: spikes are remembered (they are what overruns a
         deadline) and forgotten over a few dozen runs; `fresh` (a re-measurement of a
-        skipped attempt) replaces the old value, which no run has been decaying."""
+        skipped attempt) replaces the old value, which no run has been decaying.
+
+        The first run of a step pays one-time costs (imports, tables, allocations: 15 ms
+        for the erasure decoder's first call, 2-4 ms after); the second run replaces it.
+        Kept as a maximum, it would keep the step skipped at a 16 ms deadline until the
+        slow re-measurement came round."""
         with self._lock:
+            if key not in self.costs:
+                self._provisional.add(key)
+            elif key in self._provisional:
+                self._provisional.discard(key)
+                fresh = True
             old = 0.0 if fresh else self.costs.get(key, 0.0)
             self.costs[key] = max(ms, _DECAY * old)
 

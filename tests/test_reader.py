@@ -218,6 +218,44 @@ def test_skipped_slow_attempt_is_measured_again_by_a_worker_after_a_while():
     assert b.costs["k"] == pytest.approx(3.0) and b.allows("k", t0, thread="caller")
 
 
+def test_a_steps_first_run_is_warm_up_and_its_second_run_replaces_it():
+    """The erasure decoder's first call took 15 ms, its later ones 2-4: kept as the learned
+    maximum, that first call kept it skipped at a 16 ms deadline."""
+    clock = _FakeClock()
+    b = Budget(16.0, clock=clock)
+    b.timed("grid", lambda: clock.spend(18.0))  # imports, tables
+    assert not b.allows("grid", clock(), thread="caller")
+    b.timed("grid", lambda: clock.spend(3.0))
+    assert b.costs["grid"] == pytest.approx(3.0) and b.allows("grid", clock(), thread="caller")
+    b.timed("grid", lambda: clock.spend(9.0))  # from the third run on: the decaying maximum
+    b.timed("grid", lambda: clock.spend(2.0))
+    assert b.costs["grid"] == pytest.approx(9.0 * 0.95)
+
+
+def test_a_detection_box_off_its_code_is_read_from_the_wider_crop(monkeypatch):
+    """The detector's upright box can sit a sixth of the code off it (glare, tilt), cutting a
+    finder's quiet zone out of the crop; the second, wider crop reads it, and the read's
+    corners come back in frame coordinates."""
+    img = qr_image("WIDE", module_px=4)
+    side = img.shape[0]
+    frame = on_canvas(img, size=(480, 640), at=(100, 150))
+    q0, q1 = 16, side - 16  # the code without its quiet zone
+    shift = (q1 - q0) // 3  # the box sits a third of the code to the right
+    quad = [(150 + q0 + shift, 100 + q0), (150 + q1 + shift, 100 + q0), (150 + q1 + shift, 100 + q1),
+            (150 + q0 + shift, 100 + q1)]
+    r = Reader(detector="none", workers=0, decoders=["zxing"])
+    r.detector = _KnownQuads([quad])
+    zx = r.decoders["zxing"]
+    real = zx.decode
+    monkeypatch.setattr(zx, "decode", lambda gray, **kw: [] if gray.shape == (480, 640) else real(gray, **kw))
+    crop, _ = roi.rectify(frame, quad)
+    assert real(crop, fast=True) == []  # the crop the detector's box gives cannot be read
+    codes = [c for c in r.read(frame) if c.kind == "read"]
+    assert [c.text for c in codes] == ["WIDE"] and codes[0].stage == "roi"
+    cx, cy = codes[0].center
+    assert abs(cx - (150 + side / 2)) < 4 and abs(cy - (100 + side / 2)) < 4
+
+
 def test_code_to_dict_is_json_ready():
     c = Code(text="x", raw=b"x", corners=[(1, 2), (3, 2), (3, 4), (1, 4)], decoder="zxing")
     d = c.to_dict()
@@ -307,7 +345,8 @@ def test_grid_decoder_is_an_roi_attempt_with_the_detected_quad_in_crop_coordinat
     quad = [(150 + q0, 100 + q0), (150 + q1, 100 + q0), (150 + q1, 100 + q1), (150 + q0, 100 + q1)]
     r = Reader(detector="none", workers=0)
     r.detector = _KnownQuads([quad])
-    monkeypatch.setattr(r.decoders["zxing"], "decode", lambda gray, **kw: [])  # only the grid can read
+    for name in ("zxing", "zbar"):  # only the grid can read (ZBar comes before it on a crop)
+        monkeypatch.setattr(r.decoders[name], "decode", lambda gray, **kw: [])
     seen = []
     real = r.grid.decode
 
