@@ -242,17 +242,29 @@ class Reader:
         wide: list = []
         wide_side = -(-int(np.clip(roi.quad_side(quad) * (1 + 2 * _WIDE_MARGIN), 160, 480)) // _SIDE_STEP) * _SIDE_STEP
 
-        def zx_wide(name: str, make: Callable[[np.ndarray], np.ndarray]) -> Attempt:
+        def on_wide(name: str, read: Callable[[np.ndarray], list[Code]]) -> Attempt:
             def run() -> list[Code]:
                 if not wide:
                     wide.append(roi.rectify(gray, quad, margin=_WIDE_MARGIN))
                 wcrop, wh_inv = wide[0]
-                codes = self._run("zxing", make(wcrop), fast=True)
+                codes = read(wcrop)
                 to_crop = np.linalg.inv(h_inv) @ wh_inv  # the caller maps corners from `crop`
                 for c in codes:
                     c.corners = roi.map_points(to_crop, c.corners)
                 return codes
             return Attempt((name, wide_side), run, "roi")
+
+        def zx_wide(name: str, make: Callable[[np.ndarray], np.ndarray]) -> Attempt:
+            return on_wide(name, lambda w: self._run("zxing", make(w), fast=True))
+
+        def grid_at_zxing_corners(w: np.ndarray) -> list[Code]:
+            # zxing-cpp finds the finders of a glared code it cannot decode; its corners are
+            # what the erasure decoder needs (the detector's box is too rough for sampling).
+            for q in self.decoders["zxing"].failed_quads(w):
+                codes = self.grid.decode(w, fast=True, quad=q)
+                if codes:
+                    return codes
+            return []
 
         if "zxing" in self.decoders:
             yield zx("zxing", "roi", lambda: crop)
@@ -266,6 +278,8 @@ class Reader:
         if "zxing" in self.decoders:
             yield zx_wide("wide-sharpen", lambda c: ops.sharpen(c, amount=2.0))
             yield zx("glare", "enhanced", lambda: glare.suppress(crop))
+        if self.grid is not None and "zxing" in self.decoders:
+            yield on_wide("grid-zx", grid_at_zxing_corners)
         if self.grid is not None:
             # Reed-Solomon with erasures reads blotted and scratched codes whose finders
             # the others still see but whose modules they cannot all trust.

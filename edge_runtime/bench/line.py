@@ -264,6 +264,7 @@ def audit(results: list[dict], truths: dict[int, list[dict]] | LabelBook, px_per
         "labels": n,
         "reads": len(reads),
         "noreads": len(noreads),
+        "noread_labels": sorted(noreads)[:100],  # the labels to look at (SyntheticSource label ids)
         "silent_misses": len(silent),
         "silent_labels": silent[:50],
         "duplicates": len(dups),

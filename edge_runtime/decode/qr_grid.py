@@ -290,7 +290,9 @@ def _rs_block(block: bytes, nsym: int, p: int, erase_rank: np.ndarray, max_false
     tries: list[list[int]] = []
     if erased_idx and len(erased_idx) <= budget:
         tries.append(sorted(erased_idx))
-    for room in (2, 4):
+    # More suspects than the budget (a glare spot marks more modules than it flips): the
+    # most suspect ones up to the whole budget, then with room for one and two errors.
+    for room in (0, 2, 4):
         k = min(len(erased_idx), budget - room)
         if k > 0 and all(len(t) != k for t in tries):
             tries.append(sorted(erased_idx[:k]))

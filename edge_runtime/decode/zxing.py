@@ -67,6 +67,19 @@ class ZxingDecoder:
         return out
 
 
+    def failed_quads(self, gray: np.ndarray) -> list[list[tuple[float, float]]]:
+        """Corners of the QR symbols zxing-cpp located but could not decode (a checksum or
+        format failure): for the erasure decoder, which needs corners closer than a
+        detector's upright box gives them. [] on a zxing-cpp without `return_errors`."""
+        try:
+            found = zxingcpp.read_barcodes(np.ascontiguousarray(gray), formats=self.formats, try_rotate=True,
+                                           try_downscale=False, try_invert=False, binarizer=self.binarizer,
+                                           return_errors=True)
+        except TypeError:
+            return []
+        return [_corners(b.position) for b in found if not b.valid]
+
+
 def _text(b, raw: bytes) -> str:
     # zxing-cpp honours ECI and gives the right text when the code declares its
     # charset; for undeclared binary payloads its HRI text is a guess, so prefer ours.
