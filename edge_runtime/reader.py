@@ -245,10 +245,11 @@ class Reader:
         def on_wide(name: str, read: Callable[[np.ndarray], list[Code]]) -> Attempt:
             def run() -> list[Code]:
                 if not wide:
-                    wide.append(roi.rectify(gray, quad, margin=_WIDE_MARGIN))
-                wcrop, wh_inv = wide[0]
+                    wcrop, wh_inv = roi.rectify(gray, quad, margin=_WIDE_MARGIN)
+                    # wide crop -> frame -> crop: the caller maps corners from `crop`
+                    wide.append((wcrop, np.linalg.inv(h_inv) @ wh_inv))
+                wcrop, to_crop = wide[0]
                 codes = read(wcrop)
-                to_crop = np.linalg.inv(h_inv) @ wh_inv  # the caller maps corners from `crop`
                 for c in codes:
                     c.corners = roi.map_points(to_crop, c.corners)
                 return codes

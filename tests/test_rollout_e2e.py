@@ -10,6 +10,7 @@ the real runtimes (each device self-tests what it receives).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -42,8 +43,6 @@ def model_version(tmp: Path, version: str, garble: str | None = None) -> Path:
         shutil.copy(MODELS / name, d / name)
         if name == garble:
             (d / name).write_bytes(bytes(range(256)) * 4096)
-            import hashlib
-
             manifest["files"][name] = {"sha256": hashlib.sha256((d / name).read_bytes()).hexdigest(),
                                        "bytes": (d / name).stat().st_size}
     (d / "manifest.json").write_text(json.dumps(manifest))

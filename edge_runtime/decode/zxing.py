@@ -47,17 +47,13 @@ class ZxingDecoder:
         self.binarizer = getattr(zxingcpp.Binarizer, binarizer)
         self.formats = _formats(_FAMILIES[bool(micro)])
 
+    def _read(self, gray: np.ndarray, binarizer, **options):  # noqa: ANN001, ANN202
+        return zxingcpp.read_barcodes(np.ascontiguousarray(gray), formats=self.formats, try_rotate=True,
+                                      binarizer=binarizer, text_mode=zxingcpp.TextMode.HRI, **options)
+
     def decode(self, gray: np.ndarray, *, fast: bool = False, binarizer: str | None = None) -> list[Code]:
         bz = getattr(zxingcpp.Binarizer, binarizer) if binarizer else self.binarizer
-        found = zxingcpp.read_barcodes(
-            np.ascontiguousarray(gray),
-            formats=self.formats,
-            try_rotate=True,
-            try_downscale=not fast,
-            try_invert=True,
-            binarizer=bz,
-            text_mode=zxingcpp.TextMode.HRI,
-        )
+        found = self._read(gray, bz, try_downscale=not fast, try_invert=True)
         out = []
         for b in found:
             if not b.valid:
@@ -72,9 +68,7 @@ class ZxingDecoder:
         format failure): for the erasure decoder, which needs corners closer than a
         detector's upright box gives them. [] on a zxing-cpp without `return_errors`."""
         try:
-            found = zxingcpp.read_barcodes(np.ascontiguousarray(gray), formats=self.formats, try_rotate=True,
-                                           try_downscale=False, try_invert=False, binarizer=self.binarizer,
-                                           return_errors=True)
+            found = self._read(gray, self.binarizer, try_downscale=False, try_invert=False, return_errors=True)
         except TypeError:
             return []
         return [_corners(b.position) for b in found if not b.valid]

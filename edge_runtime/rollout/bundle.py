@@ -49,7 +49,6 @@ class Bundle:
     published: str
     manifest: dict
     files: dict[str, bytes]  # name -> content, sha256 checked
-    digest: str  # sha256 of the whole message: names this exact bundle in logs and status
 
 
 def topic(prefix: str, channel: str) -> str:
@@ -180,5 +179,4 @@ def verify(message: bytes, public_key, channel: str) -> Bundle:
         files[name] = data
     if set(listed) - set(files):
         raise Refused(f"model {version}: manifest lists files the bundle lacks: {', '.join(sorted(set(listed) - set(files)))}")
-    return Bundle(version, channel, str(header.get("published", "")), manifest, files,
-                  hashlib.sha256(message).hexdigest())
+    return Bundle(version, channel, str(header.get("published", "")), manifest, files)

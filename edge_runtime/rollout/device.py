@@ -19,6 +19,7 @@ the reader.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import os
@@ -131,8 +132,7 @@ class Rollout:
                                        "channel": self.channel}})
         else:  # restored at start
             if judging:
-                self.monitor.baseline, self.monitor.baseline_items = judging["baseline"], judging["baseline_items"]
-                self.monitor.judging, self.monitor.items, self.monitor.reads = True, 0, 0
+                self.monitor.resume(judging["baseline"], judging["baseline_items"])
             log.info("model %s (channel %s) restored from %s", version, self.channel, self.dir / version,
                      extra={"fields": {"event": "model_restored", "model": version}})
         self._save()
@@ -198,8 +198,6 @@ class Rollout:
                 log.exception("model bundle on %s: %s", self.topic, e)
 
     def _consider(self, message: bytes) -> None:
-        import hashlib
-
         if not message:
             return  # the channel was cleared (an empty retained message)
         digest = hashlib.sha256(message).hexdigest()

@@ -46,6 +46,12 @@ class RateMonitor:
         self.recent.clear()
         self.reads = self.items = 0
 
+    def resume(self, baseline: float, baseline_items: int) -> None:
+        """A judgement still open when the device stopped: judged again from its first item,
+        against the baseline it had (the previous model's items are gone with the restart)."""
+        self.baseline, self.baseline_items = baseline, baseline_items
+        self.judging, self.reads, self.items = True, 0, 0
+
     def record(self, read: bool) -> Verdict | None:
         """Count one item; a Verdict once, when the N-th item after a judged switch is in."""
         self.recent.append(read)

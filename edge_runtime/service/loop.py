@@ -238,22 +238,22 @@ class Service:
     def _start_rollout(self) -> None:
         from edge_runtime.rollout.device import Rollout
 
-        m = self.config["model"]
-        sink = next(s for s in self.sinks if s.kind == "mqtt" and (m["sink"] is None or s.name == m["sink"]))
         r = self.config["reader"]
-        self.rollout = Rollout(m, self.state_dir, sink.options["topic_prefix"], detector=r["detector"],
-                               threads=r["detector_threads"])
+        self.rollout = Rollout(self.config["model"], self.state_dir, self._rollout_sink().options["topic_prefix"],
+                               detector=r["detector"], threads=r["detector_threads"])
         self.rollout.apply(self.reader)
         self.rollout.start()
-        sink.listen(self.rollout.topic, self.rollout.offer)
+        self._listen_rollout()
+
+    def _rollout_sink(self):  # noqa: ANN202 - an MqttSink
+        """The mqtt sink that follows the channel: [model] sink, else the first (the config
+        guarantees there is one)."""
+        name = self.config["model"]["sink"]
+        return next(s for s in self.sinks if s.kind == "mqtt" and (name is None or s.name == name))
 
     def _listen_rollout(self) -> None:
-        """After a reload re-made the sinks: the (new) mqtt sink follows the channel again."""
-        m = self.config["model"]
-        for s in self.sinks:
-            if s.kind == "mqtt" and (m["sink"] is None or s.name == m["sink"]):
-                s.listen(self.rollout.topic, self.rollout.offer)
-                return
+        """At start, and after a reload re-made the sinks: that sink follows the channel."""
+        self._rollout_sink().listen(self.rollout.topic, self.rollout.offer)
 
     def _open_ids(self) -> IdAllocator:
         # Ids continue above any id still in the outboxes or the jsonl ledgers, even when
