@@ -171,9 +171,14 @@ class Reader:
         rest = video and self._detector_rests
         self._detector_rests = False
         detect = self.detector is not None and not rest
-        if detect and pool is not None and b.allows(dkey, t0, thread="worker"):
-            # The model runs beside the direct pass: both release the GIL.
-            pending = pool.submit(b.timed, dkey, lambda: self.detector.detect(gray))
+        if detect and pool is not None:
+            # One slow call (another process took the core) must not switch the detector off
+            # for good: a cost too high for the frame is measured again every few seconds, as
+            # the retries' are, or its labels would leave no noread, only silence.
+            fresh = b.stale(dkey, t0)
+            if fresh or b.allows(dkey, t0, thread="worker"):
+                # The model runs beside the direct pass: both release the GIL.
+                pending = pool.submit(b.timed, dkey, lambda: self.detector.detect(gray), fresh=fresh)
         primary = next(iter(self.decoders))
         # The direct pass always runs: it is the floor the reader never reads below.
         _merge(found, b.timed(("direct", gray.shape), lambda: self._run(primary, gray)), "direct")
@@ -218,8 +223,11 @@ class Reader:
         result is dropped; the model's own lock keeps the next frame's call behind it)."""
         b, key = self.budget, ("detect", gray.shape)
         if pending is None:
-            if b.allows(key, t0):
-                return b.timed(key, lambda: self.detector.detect(gray))
+            # Without a worker the re-measurement costs this frame its deadline, once every
+            # few seconds: better than a detector that never runs again.
+            fresh = self.workers == 0 and b.stale(key, t0)
+            if fresh or b.allows(key, t0):
+                return b.timed(key, lambda: self.detector.detect(gray), fresh=fresh)
             return []
         left = b.remaining(t0)
         try:

@@ -256,6 +256,29 @@ def test_a_detection_box_off_its_code_is_read_from_the_wider_crop(monkeypatch):
     assert abs(cx - (150 + side / 2)) < 4 and abs(cy - (100 + side / 2)) < 4
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_detector_call_that_once_took_longer_than_the_frame_is_measured_again(workers):
+    """A 40-80 ms stall of the shared machine during one model call taught the budget a cost
+    above the 33 ms frame; the detector then never ran again (the re-measurement only covered
+    the retries) and 156 labels of a 20,000-frame bench line left no result at all."""
+    frame = on_canvas(qr_image("DET", module_px=6), size=(480, 640), at=(100, 150))
+    r = Reader(deadline_ms=33, workers=workers)
+    calls = []
+    real = r.detector.detect
+    r.detector.detect = lambda gray: calls.append(1) or real(gray)
+    r.read(frame)
+    key = ("detect", (480, 640))
+    assert calls and key in r.budget.costs
+    r.budget.costs[key] = 500.0  # the stall
+    calls.clear()
+    r.read(frame)
+    assert calls == []  # too slow for the frame: skipped...
+    r.budget._last_run[key] -= 10.0  # ...until it has not run for a while
+    r.read(frame)
+    assert calls == [1] and r.budget.costs[key] < 33.0  # measured again: the spike is forgotten
+    r.close()
+
+
 def test_code_to_dict_is_json_ready():
     c = Code(text="x", raw=b"x", corners=[(1, 2), (3, 2), (3, 4), (1, 4)], decoder="zxing")
     d = c.to_dict()
