@@ -39,7 +39,14 @@ class SocatPair(SerialLine):
         its end are waiting in the input queue and must not be flushed away.
         """
         fd = os.open(self.plc, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(fd, termios.TCSANOW)
+        try:
+            tty.setraw(fd, termios.TCSANOW)
+        except termios.error as e:
+            # termios.error is not an OSError: a socat that dies between the open and the
+            # setraw (the adapter unplugged again) must look like any other failed open to
+            # callers that retry on OSError, not kill their thread.
+            os.close(fd)
+            raise OSError(*e.args) from e
         return fd
 
     def __enter__(self) -> "SocatPair":

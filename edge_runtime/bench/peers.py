@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import termios
 import threading
 import time
 import tty
@@ -363,7 +364,10 @@ class Plc(threading.Thread):
                 try:
                     fd = os.open(self.line.plc, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
                     tty.setraw(fd)
-                except OSError:
+                except (OSError, termios.error):  # termios.error: socat died after the open
+                    if fd is not None:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
                     fd = None
                     time.sleep(0.05)
                     continue
