@@ -111,6 +111,8 @@ class Reader:
         self._locks = {"opencv": threading.Lock()}
         # video: the previous frame's detections were all read, so this frame may skip the model
         self._detector_rests = False
+        # video: frames in a row whose detections were not used (rested, over budget, late)
+        self._undetected = 0
 
     @property
     def deadline_ms(self) -> float | None:
@@ -151,6 +153,11 @@ class Reader:
         which makes three savings safe that are not for unrelated images:
         - the detector rests every other frame while everything it found was read (a label
           in view for 2 frames is still seen by it at least once);
+        - after two frames in a row without its detections (rested, or too slow for what
+          was left of the frame: a stall, another process on the core), the detector's
+          result is waited for whatever the deadline: a label in view for 3 frames is
+          always seen by it, so it leaves a read or a noread, never silence. Idle, the
+          model fits in the frame and this never overruns;
         - a detected code cut by the frame's edge gets no retries: it will be whole in a
           later frame (it is still returned as a noread detection, so it stays tracked);
         - `skip`: quads the caller needs nothing on in this frame (where labels already read
@@ -168,7 +175,8 @@ class Reader:
         dkey = ("detect", gray.shape)
         pending = None
         skip = [q for q in skip if len(q) >= 3] if video else []
-        rest = video and self._detector_rests
+        must = video and self._undetected >= 2
+        rest = video and self._detector_rests and not must
         self._detector_rests = False
         detect = self.detector is not None and not rest
         if detect and pool is not None:
@@ -176,7 +184,7 @@ class Reader:
             # for good: a cost too high for the frame is measured again every few seconds, as
             # the retries' are, or its labels would leave no noread, only silence.
             fresh = b.stale(dkey, t0)
-            if fresh or b.allows(dkey, t0, thread="worker"):
+            if fresh or must or b.allows(dkey, t0, thread="worker"):
                 # The model runs beside the direct pass: both release the GIL.
                 pending = pool.submit(b.timed, dkey, lambda: self.detector.detect(gray), fresh=fresh)
         primary = next(iter(self.decoders))
@@ -186,7 +194,9 @@ class Reader:
         crops: list = []
         cut: list = []
         if detect:
-            dets = self._detections(pending, gray, t0)
+            dets = self._detections(pending, gray, t0, must)
+            self._undetected = 0 if dets is not None else self._undetected + 1
+            dets = dets or []
             missed = [d for d in dets if not any(roi.contains(d.corners, c.center) for c in found)
                       and not any(roi.contains(q, _centre(d.corners)) for q in skip)]
             if video:
@@ -195,6 +205,8 @@ class Reader:
                 self._detector_rests = not missed and not cut
             missed.sort(key=lambda d: -d.score)
             crops = [roi.rectify(gray, d.corners) for d in missed]
+        elif video and self.detector is not None:
+            self._undetected += 1
         groups = [list(self._roi_attempts(crop, h_inv, d.corners, gray)) for (crop, h_inv), d in zip(crops, missed)]
         fallback = []
         if not found and self.retries:
@@ -218,22 +230,23 @@ class Reader:
                     found.append(Code(text="", raw=b"", corners=list(d.corners), stage="noread", kind="noread", elapsed_ms=elapsed))
         return found
 
-    def _detections(self, pending, gray: np.ndarray, t0: float) -> list:
-        """The detector's quads, or none if they would come after the deadline (the late
-        result is dropped; the model's own lock keeps the next frame's call behind it)."""
+    def _detections(self, pending, gray: np.ndarray, t0: float, must: bool) -> list | None:
+        """The detector's quads, or None if they would come after the deadline (the late
+        result is dropped; the model's own lock keeps the next frame's call behind it).
+        `must`: waited for, deadline or not."""
         b, key = self.budget, ("detect", gray.shape)
         if pending is None:
             # Without a worker the re-measurement costs this frame its deadline, once every
             # few seconds: better than a detector that never runs again.
             fresh = self.workers == 0 and b.stale(key, t0)
-            if fresh or b.allows(key, t0):
+            if fresh or must or b.allows(key, t0):
                 return b.timed(key, lambda: self.detector.detect(gray), fresh=fresh)
-            return []
+            return None
         left = b.remaining(t0)
         try:
-            return pending.result(timeout=None if left == float("inf") else max(0.0, left) / 1000.0)
+            return pending.result(timeout=None if must or left == float("inf") else max(0.0, left) / 1000.0)
         except FutureTimeout:
-            return []
+            return None
 
     def _roi_attempts(self, crop: np.ndarray, h_inv: np.ndarray, quad, gray: np.ndarray) -> Iterator[Attempt]:
         """One detected code's attempts, in the order of their expected benefit; each key
