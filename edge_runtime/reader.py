@@ -202,7 +202,9 @@ class Reader:
             if video:
                 cut = [d for d in missed if _cut_by_edge(d.corners, gray.shape)]
                 missed = [d for d in missed if not _cut_by_edge(d.corners, gray.shape)]
-                self._detector_rests = not missed and not cut
+                # A code cut by the edge cannot be read yet either: it rests too (it is whole
+                # for dozens of frames after, each other one of them detected).
+                self._detector_rests = not missed
             missed.sort(key=lambda d: -d.score)
             crops = [roi.rectify(gray, d.corners) for d in missed]
         elif video and self.detector is not None:

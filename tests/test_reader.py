@@ -494,6 +494,14 @@ def test_video_spends_nothing_on_codes_cut_by_the_edge_or_skipped_but_keeps_them
     out = r.read(cut, noreads=True, video=True)
     noread = [c for c in out if c.kind == "noread"]
     assert spent == [] and noread and min(p[0] for p in noread[0].corners) < 3
+    # Nothing readable in view (the cut code cannot be read yet): the model rests next frame.
+    calls = []
+    real_detect = r.detector.detect
+    r.detector.detect = lambda g: calls.append(1) or real_detect(g)
+    out = r.read(cut, noreads=True, video=True)
+    assert calls == [] and not any(c.kind == "noread" for c in out)
+    out = r.read(cut, noreads=True, video=True)
+    assert calls == [1] and any(c.kind == "noread" for c in out)
     r.close()
 
 
