@@ -365,6 +365,28 @@ def test_roi_smeared_three_modules_at_a_random_angle_is_deblurred_and_read(seed,
     assert r.read(frame) == []
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_roi_defocused_past_its_modules_is_restored_and_read(seed, monkeypatch):
+    """A code the camera did not focus on (gaussian of 2.5 px on 4 px modules): no decoder
+    reads the frame; the ROI's defocus step does, and nothing else in the cascade can."""
+    payload = f"DEFOCUS-ROI-{seed:04d}"
+    code = qr_image(payload, module_px=4)
+    base = on_canvas(code, size=(480, 640), at=(120, 180), fill=230).astype(np.float32) * 0.8 + 20
+    noise = np.random.default_rng(seed).normal(0, 2, base.shape)
+    frame = np.clip(cv2.GaussianBlur(base, (0, 0), 2.5) + noise, 0, 255).astype(np.uint8)
+    q0, q1 = 16, code.shape[0] - 16  # the code without its 4-module quiet zone
+    quad = [(180 + q0, 120 + q0), (180 + q1, 120 + q0), (180 + q1, 120 + q1), (180 + q0, 120 + q1)]
+    assert all(decoders.load(n).decode(frame) == [] for n in ("zxing", "zbar")), "precondition"
+    r = Reader(detector="none", workers=0, deadline_ms=None)
+    r.detector = _KnownQuads([quad])
+    codes = r.read(frame)
+    assert [(c.text, c.stage) for c in codes] == [(payload, "enhanced")]
+    assert roi.contains(quad, codes[0].center)
+    monkeypatch.setattr(deblur, "defocus", lambda crop, sigma, **kw: crop)
+    assert r.read(frame) == []
+    r.close()
+
+
 def test_worker_pool_reads_the_same_codes_as_serial_on_a_multi_code_frame():
     """Three smeared codes (only the ROI retries read them) and one sharp one (the direct
     pass does): with workers the ROI groups run in parallel and must find the same."""
