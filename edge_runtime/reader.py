@@ -114,6 +114,7 @@ class Reader:
         self._detector_rests = False
         # video: frames in a row whose detections were not used (rested, over budget, late)
         self._undetected = 0
+        self._video_frames = 0
 
     @property
     def deadline_ms(self) -> float | None:
@@ -161,6 +162,8 @@ class Reader:
           model fits in the frame and this never overruns;
         - a detected code cut by the frame's edge gets no retries: it will be whole in a
           later frame (it is still returned as a noread detection, so it stays tracked);
+        - the direct pass looks for light-on-dark codes every other frame only (a detected
+          code's first retry, zxing-cpp on its crop, still looks for them every frame);
         - `skip`: quads the caller needs nothing on in this frame (where labels already read
           are expected, or a hard label resting between tries): their detections get no
           retries and are not returned."""
@@ -189,8 +192,13 @@ class Reader:
                 # The model runs beside the direct pass: both release the GIL.
                 pending = pool.submit(b.timed, dkey, lambda: self.detector.detect(gray), fresh=fresh)
         primary = next(iter(self.decoders))
+        kw = {}
+        if video:
+            self._video_frames += 1
+            if primary == "zxing" and self._video_frames % 2:
+                kw["invert"] = False
         # The direct pass always runs: it is the floor the reader never reads below.
-        _merge(found, b.timed(("direct", gray.shape), lambda: self._run(primary, gray)), "direct")
+        _merge(found, b.timed(("direct", gray.shape), lambda: self._run(primary, gray, **kw)), "direct")
         missed: list = []
         crops: list = []
         cut: list = []

@@ -64,6 +64,19 @@ def test_inverted_code_is_read():
     assert [c.text for c in Reader().read(inv)] == ["INVERTED"]
 
 
+@pytest.mark.parametrize("detector", ["none", "auto"])
+def test_video_looks_for_inverted_codes_in_the_direct_pass_every_other_frame_and_reads_them_every_frame(detector):
+    """The light-on-dark search is a third of the direct pass's time; a stream skips it every
+    other frame, and the retries (the detected code's crop, or the whole-frame cascade)
+    still read an inverted code in those frames."""
+    inv = 255 - on_canvas(qr_image("INV-VIDEO", module_px=5), size=(480, 640), at=(100, 150))
+    with Reader(detector=detector) as r:
+        got = [[(c.text, c.stage) for c in r.read(inv, video=True)] for _ in range(4)]
+        assert all(len(g) == 1 and g[0][0] == "INV-VIDEO" for g in got), got
+        assert [g[0][1] == "direct" for g in got] == [False, True, False, True], got
+        assert all(c.stage == "direct" for _ in range(2) for c in r.read(inv))  # not video: every call
+
+
 @pytest.mark.parametrize("angle", [0, 90, 180, 33])
 def test_rotations(angle):
     frame = warp_small("ROT-%d" % angle, module_px=4.0, angle=angle)
