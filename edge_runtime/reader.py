@@ -46,6 +46,7 @@ _FALLBACK_MAX_SIDE = 1600
 # and one key for both would either skip small crops' retries or overrun on large ones.
 _SIDE_STEP = 80
 _WIDE_MARGIN = 0.5  # the second crop's margin around a detected quad, as a fraction of its side
+_VIDEO_RESTS = 2  # frames the detector skips after one where everything it found was read
 _DEFOCUS_SIGMAS = (3.0, 2.0)  # px in the rectified crop (160-480 px): 2-3 px of defocus on 3-8 px modules
 _SWITCH_INTERVAL_S = 0.001
 
@@ -110,8 +111,8 @@ class Reader:
         self.grid = GridDecoder() if GridDecoder is not None else None
         # cv2.QRCodeDetector objects are not re-entrant: one OpenCV attempt at a time.
         self._locks = {"opencv": threading.Lock()}
-        # video: the previous frame's detections were all read, so this frame may skip the model
-        self._detector_rests = False
+        # video: frames the model may still skip: everything it last found was read
+        self._rests_left = 0
         # video: frames in a row whose detections were not used (rested, over budget, late)
         self._undetected = 0
         self._video_frames = 0
@@ -147,14 +148,15 @@ class Reader:
         return self._pool
 
     def read(self, frame: np.ndarray, *, noreads: bool = False, video: bool = False,
-             skip: Iterable = ()) -> list[Code]:
+             skip: Iterable = (), wake: bool = False) -> list[Code]:
         """Codes in `frame` (BGR or gray uint8). With `noreads`, also one Code of
         kind "noread" per detected code that nothing could read (needs a detector).
 
         `video`: the frame follows the previous one in a stream (the service's capture loop),
         which makes three savings safe that are not for unrelated images:
-        - the detector rests every other frame while everything it found was read (a label
-          in view for 2 frames is still seen by it at least once);
+        - the detector rests two frames of three while everything it found was read (a
+          label in view for 3 frames is still seen by it at least once); `wake` ends a rest
+          (the caller has a label due for a retry in this frame);
         - after two frames in a row without its detections (rested, or too slow for what
           was left of the frame: a stall, another process on the core), the detector's
           result is waited for whatever the deadline: a label in view for 3 frames is
@@ -180,8 +182,8 @@ class Reader:
         pending = None
         skip = [q for q in skip if len(q) >= 3] if video else []
         must = video and self._undetected >= 2
-        rest = video and self._detector_rests and not must
-        self._detector_rests = False
+        rest = video and self._rests_left > 0 and not must and not wake
+        self._rests_left = self._rests_left - 1 if rest else 0
         detect = self.detector is not None and not rest
         if detect and pool is not None:
             # One slow call (another process took the core) must not switch the detector off
@@ -209,11 +211,11 @@ class Reader:
             missed = [d for d in dets if not any(roi.contains(d.corners, c.center) for c in found)
                       and not any(roi.contains(q, _centre(d.corners)) for q in skip)]
             if video:
-                cut = [d for d in missed if _cut_by_edge(d.corners, gray.shape)]
-                missed = [d for d in missed if not _cut_by_edge(d.corners, gray.shape)]
+                cut = [d for d in missed if roi.cut_by_edge(d.corners, gray.shape)]
+                missed = [d for d in missed if not roi.cut_by_edge(d.corners, gray.shape)]
                 # A code cut by the edge cannot be read yet either: it rests too (it is whole
                 # for dozens of frames after, each other one of them detected).
-                self._detector_rests = not missed
+                self._rests_left = 0 if missed else _VIDEO_RESTS
             missed.sort(key=lambda d: -d.score)
             crops = [roi.rectify(gray, d.corners) for d in missed]
         elif video and self.detector is not None:
@@ -450,13 +452,6 @@ def _shifted(codes: list[Code], dx: int, dy: int) -> list[Code]:
 
 def _centre(quad) -> tuple[float, float]:
     return (sum(p[0] for p in quad) / len(quad), sum(p[1] for p in quad) / len(quad))
-
-
-def _cut_by_edge(quad, shape: tuple[int, ...], margin: float = 3.0) -> bool:
-    """Does the quad touch the frame's edge? The detector's quad of a code only partly in
-    view stops at the edge; a code that lies wholly inside keeps a quiet zone off it."""
-    h, w = shape[:2]
-    return any(x < margin or y < margin or x > w - 1 - margin or y > h - 1 - margin for x, y in quad)
 
 
 def _half(gray: np.ndarray) -> np.ndarray:

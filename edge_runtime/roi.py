@@ -51,3 +51,10 @@ def contains(quad: Quad, point: tuple[float, float]) -> bool:
     if len(quad) < 3:
         return False
     return cv2.pointPolygonTest(np.asarray(quad, np.float32), (float(point[0]), float(point[1])), False) >= 0
+
+
+def cut_by_edge(quad: Quad, shape: tuple[int, ...], margin: float = 3.0) -> bool:
+    """Does the quad touch the frame's edge? The detector's quad of a code only partly in
+    view stops at the edge; a code that lies wholly inside keeps a quiet zone off it."""
+    h, w = shape[:2]
+    return any(x < margin or y < margin or x > w - 1 - margin or y > h - 1 - margin for x, y in quad)

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from edge_runtime.code import Code
+from edge_runtime.roi import cut_by_edge
 
 DIRECTIONS = ("any", "+x", "-x", "+y", "-y")
 _UNIT = {"+x": (1.0, 0.0), "-x": (-1.0, 0.0), "+y": (0.0, 1.0), "-y": (0.0, -1.0)}
@@ -270,6 +271,19 @@ class NoreadTracker:
             dx, dy = (t.velocity[0] * gap, t.velocity[1] * gap) if t.velocity is not None else (0.0, 0.0)
             out.append([(x + dx, y + dy) for x, y in t.corners])
         return out
+
+    def retry_due(self, frame_index: int, shape: tuple[int, ...], tries: int = 6, every: int = 3) -> bool:
+        """Is an unread label wholly in view (`shape`: the frame's) due for retries in this
+        frame (not resting, see `resting_quads`)? The reader's detector must then not rest:
+        without its quad the label gets none, and a resting rhythm of its own could miss
+        every try. A label cut by the frame's edge gets no retries and wakes nothing."""
+        for t in self._tracks:
+            gap = frame_index - t.last_frame
+            if t.read or gap > every or not t.corners or cut_by_edge(t.corners, shape):
+                continue
+            if t.frames < tries or (frame_index - t.first_frame) % every == 0:
+                return True
+        return False
 
     @staticmethod
     def _predict(t: NoreadTrack, gap: int) -> tuple[float, float]:

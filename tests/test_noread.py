@@ -170,3 +170,23 @@ def test_read_labels_are_predicted_where_they_will_be_and_unread_ones_are_not_of
     (q,) = t.read_quads(4)  # two frames after the last sighting, 20 px a frame
     assert q[0] == (100 + 20 * 2 + 40, 300)
     assert t.read_quads(10) == []  # not seen for too long: no promise where it is
+
+
+def test_retry_due_wakes_the_detector_for_unread_labels_in_view_but_not_for_resting_or_cut_ones():
+    t = NoreadTracker(window_s=1.0, max_distance_px=200)
+    shape = (720, 1280, 3)
+    assert not t.retry_due(0, shape)  # nothing tracked
+    t.update([], [read(300, 300, "LOT-A")], 0.0, 0)
+    assert not t.retry_due(1, shape)  # read labels need nothing
+    t.update([unread(600, 300)], [], 1 / 30, 1)
+    assert t.retry_due(2, shape)  # a new unread label: every frame until its sixth
+    for f in range(2, 8):
+        t.update([unread(600 + 20 * (f - 1), 300)], [], f / 30, f)
+    # Hard (six frames of tries): due on every third frame only, like resting_quads.
+    due = [t.retry_due(f, shape) for f in range(8, 11)]
+    resting = [bool(t.resting_quads(f)) for f in range(8, 11)]
+    assert sum(due) == 1 and [not r for r in resting] == due
+    assert not t.retry_due(20, shape)  # not seen for a while: left the view
+    edge = NoreadTracker(window_s=1.0, max_distance_px=200)
+    edge.update([unread(2, 300)], [], 0.0, 0)  # cut by the frame's left edge: no retries anyway
+    assert not edge.retry_due(1, shape)

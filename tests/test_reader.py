@@ -501,8 +501,13 @@ def test_video_rests_the_detector_while_everything_it_found_was_read():
         before = len(calls)
         r.read(img, noreads=True, video=True)
         runs.append(len(calls) - before)
-    assert 20 <= sum(runs) < 40  # rests on some frames...
-    assert all(a or b for a, b in zip(runs, runs[1:]))  # ...but never on two in a row
+    assert 14 <= sum(runs) < 30  # rests on some frames...
+    assert all(a or b or c for a, b, c in zip(runs, runs[1:], runs[2:]))  # ...but never on three in a row
+    # A caller with a label due for retries wakes it: no rest at all.
+    calls.clear()
+    for img, _truths in frames:
+        r.read(img, noreads=True, video=True, wake=True)
+    assert len(calls) == 40
     r.close()
 
 
@@ -525,7 +530,7 @@ def test_video_spends_nothing_on_codes_cut_by_the_edge_or_skipped_but_keeps_them
     x0 = int(min(p[0] for p in quad)) + 20
     cut = np.ascontiguousarray(img[:, x0:])
     spent.clear()
-    r._detector_rests = False  # the frame before found nothing to do; this one is a new scene
+    r._rests_left = 0  # the frame before found nothing to do; this one is a new scene
     out = r.read(cut, noreads=True, video=True)
     noread = [c for c in out if c.kind == "noread"]
     assert spent == [] and noread and min(p[0] for p in noread[0].corners) < 3
@@ -533,8 +538,9 @@ def test_video_spends_nothing_on_codes_cut_by_the_edge_or_skipped_but_keeps_them
     calls = []
     real_detect = r.detector.detect
     r.detector.detect = lambda g: calls.append(1) or real_detect(g)
-    out = r.read(cut, noreads=True, video=True)
-    assert calls == [] and not any(c.kind == "noread" for c in out)
+    for _ in range(2):
+        out = r.read(cut, noreads=True, video=True)
+        assert calls == [] and not any(c.kind == "noread" for c in out)
     out = r.read(cut, noreads=True, video=True)
     assert calls == [1] and any(c.kind == "noread" for c in out)
     r.close()

@@ -587,10 +587,12 @@ class Service:
         events = trig.mode == "continuous" and self.config["reader"]["noread_events"]
         # Unread detections also tell a window's noread why it is one (detected, not decoded).
         skip = []
+        wake = False
         if events:
             # Labels already read, and hard ones resting between tries: no retries spent on them.
             skip = self.noread_tracker.read_quads(frame.index) + self.noread_tracker.resting_quads(frame.index)
-        codes = self.reader.read(frame.image, noreads=events or window is not None, video=True, skip=skip)
+            wake = self.noread_tracker.retry_due(frame.index, frame.image.shape)
+        codes = self.reader.read(frame.image, noreads=events or window is not None, video=True, skip=skip, wake=wake)
         unread = [c for c in codes if c.kind == "noread"]
         codes = [c for c in codes if c.kind != "noread"]
         t2 = time.perf_counter()
