@@ -32,7 +32,13 @@ CORNER_TOL_PX = 1.0
 # up to ~2 px seen), so corners are compared at 1 px when the same decoder and stage read the
 # code on both sides, and a code read by another path is counted, listed, and held to this:
 OTHER_PATH_TOL_PX = 4.0
-NOREAD_FRAMES = 3
+# A result may come a few frames apart: a noread is emitted when its label's track ends (its
+# frame is the last sighting's), and a hard label's first read can come from a marginal attempt
+# (ZBar on a glared crop) whose input differs in its last bits between the two builds of OpenCV
+# and the model's kernels: seen, label 14 of seed 3 read by ZBar in frame 226 on x86 and 228 on
+# arm64, because the detector's rests put its tries on other frames. Same id, kind and payload,
+# held to SHIFT_FRAMES, counted and listed in the summary.
+SHIFT_FRAMES = 3
 
 
 def requirements(venv_py: str) -> list[str]:
@@ -168,13 +174,11 @@ def compare_run(x86: Path, arm: Path) -> int:
     shifted = []
     for p, q in zip(a, b):
         fields = ("id", "kind", "frame")
-        # A noread is emitted when its label's track ends: its frame and corners are those of the
-        # last sighting, and whether a detection in a late, hard frame counts as one depends on
-        # which attempt finished first (see OTHER_PATH_TOL_PX). Held to NOREAD_FRAMES; the corners
-        # of a noread that ended in another frame are not compared (listed in the summary).
-        if (p.get("kind") == q.get("kind") == "noread" and p.get("id") == q.get("id")
-                and p.get("frame") != q.get("frame") and abs(p["frame"] - q["frame"]) <= NOREAD_FRAMES):
-            shifted.append(f"id {p['id']} frame {p['frame']}/{q['frame']}")
+        # See SHIFT_FRAMES. The corners of a result from another frame are not compared (the
+        # label has moved; a noread's are often cut by the edge of the view).
+        if (p.get("kind") == q.get("kind") and p.get("id") == q.get("id") and _key(p) == _key(q)
+                and p.get("frame") != q.get("frame") and abs(p["frame"] - q["frame"]) <= SHIFT_FRAMES):
+            shifted.append(f"{p['kind']} id {p['id']} frame {p['frame']}/{q['frame']}")
             # its corners are those of another frame, often cut by the edge of the view: not compared
             q = {**q, "frame": p["frame"], "corners": p.get("corners"), "decoder": p.get("decoder"),
                  "stage": p.get("stage")}
@@ -186,7 +190,7 @@ def compare_run(x86: Path, arm: Path) -> int:
         if d:
             diffs.append(d)
     reads = sum(1 for r in a if r.get("kind") == "read")
-    moved = f", {len(shifted)} noreads ended 1-{NOREAD_FRAMES} frames apart ({'; '.join(shifted[:3])})" if shifted else ""
+    moved = f", {len(shifted)} results 1-{SHIFT_FRAMES} frames apart ({'; '.join(shifted[:3])})" if shifted else ""
     print(f"{len(a)} results ({reads} reads), same ids, kinds, payloads and frames, {cmp.text()}{moved}"
           if not diffs else f"{len(diffs)} differences in {len(a)} x86 / {len(b)} arm64 results:")
     for d in diffs[:20]:
