@@ -34,7 +34,7 @@ CORNER_TOL_PX = 1.0
 OTHER_PATH_TOL_PX = 4.0
 # A result may come a few frames apart: a noread is emitted when its label's track ends (its
 # frame is the last sighting's), and a hard label's first read can come from a marginal attempt
-# (ZBar on a glared crop) whose input differs in its last bits between the two builds of OpenCV
+# (ZBar on a glared crop) whose input can differ in its last bits between the two builds of OpenCV
 # and the model's kernels: seen, label 14 of seed 3 read by ZBar in frame 226 on x86 and 228 on
 # arm64, because the detector's rests put its tries on other frames. Same id, kind and payload,
 # held to SHIFT_FRAMES, counted and listed in the summary.
