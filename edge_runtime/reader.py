@@ -211,8 +211,9 @@ class Reader:
             missed = [d for d in dets if not any(roi.contains(d.corners, c.center) for c in found)
                       and not any(roi.contains(q, _centre(d.corners)) for q in skip)]
             if video:
-                cut = [d for d in missed if roi.cut_by_edge(d.corners, gray.shape)]
-                missed = [d for d in missed if not roi.cut_by_edge(d.corners, gray.shape)]
+                edge = [roi.cut_by_edge(d.corners, gray.shape) for d in missed]
+                cut = [d for d, e in zip(missed, edge) if e]
+                missed = [d for d, e in zip(missed, edge) if not e]
                 # A code cut by the edge cannot be read yet either: it rests too (it is whole
                 # for dozens of frames after, each other one of them detected).
                 self._rests_left = 0 if missed else _VIDEO_RESTS

@@ -33,6 +33,10 @@ _UNIT = {"+x": (1.0, 0.0), "-x": (-1.0, 0.0), "+y": (0.0, 1.0), "-y": (0.0, -1.0
 _BACKTRACK = 0.25
 # A safety cap: a frame full of garbage reads must not grow memory without bound.
 MAX_TRACKS = 4096
+# A hard (unread) label gets retries in its first RETRY_TRIES frames, then on every
+# RETRY_EVERY-th frame only (see NoreadTracker.resting_quads).
+RETRY_TRIES = 6
+RETRY_EVERY = 3
 # Symbols whose error correction is too weak to trust one sighting: Micro QR M1 only
 # detects errors, and zxing-cpp read a Micro QR "8832" out of label print 4 times in a
 # 100,000-frame soak. Reported once seen in a second frame (one frame later on a belt).
@@ -258,7 +262,12 @@ class NoreadTracker:
             out.append([(x + dx, y + dy) for x, y in t.corners])
         return out
 
-    def resting_quads(self, frame_index: int, tries: int = 6, every: int = 3) -> list[list[tuple[float, float]]]:
+    @staticmethod
+    def _resting(t: NoreadTrack, frame_index: int, tries: int, every: int) -> bool:
+        """An unread label past `tries` frames of retries, between its every-`every`-th tries."""
+        return t.frames >= tries and (frame_index - t.first_frame) % every != 0
+
+    def resting_quads(self, frame_index: int, tries: int = RETRY_TRIES, every: int = RETRY_EVERY) -> list[list[tuple[float, float]]]:
         """Unread labels that had `tries` frames of retries: from then on they are tried
         on every `every`-th frame only. A label that resisted six full sweeps rarely reads
         in the next frame (its damage or glare travels with it), and each sweep costs a
@@ -266,13 +275,13 @@ class NoreadTracker:
         out = []
         for t in self._tracks:
             gap = frame_index - t.last_frame
-            if t.read or t.frames < tries or gap > every or (frame_index - t.first_frame) % every == 0:
+            if t.read or gap > every or not self._resting(t, frame_index, tries, every):
                 continue
             dx, dy = (t.velocity[0] * gap, t.velocity[1] * gap) if t.velocity is not None else (0.0, 0.0)
             out.append([(x + dx, y + dy) for x, y in t.corners])
         return out
 
-    def retry_due(self, frame_index: int, shape: tuple[int, ...], tries: int = 6, every: int = 3) -> bool:
+    def retry_due(self, frame_index: int, shape: tuple[int, ...], tries: int = RETRY_TRIES, every: int = RETRY_EVERY) -> bool:
         """Is an unread label wholly in view (`shape`: the frame's) due for retries in this
         frame (not resting, see `resting_quads`)? The reader's detector must then not rest:
         without its quad the label gets none, and a resting rhythm of its own could miss
@@ -281,7 +290,7 @@ class NoreadTracker:
             gap = frame_index - t.last_frame
             if t.read or gap > every or not t.corners or cut_by_edge(t.corners, shape):
                 continue
-            if t.frames < tries or (frame_index - t.first_frame) % every == 0:
+            if not self._resting(t, frame_index, tries, every):
                 return True
         return False
 

@@ -269,6 +269,14 @@ def test_a_detection_box_off_its_code_is_read_from_the_wider_crop(monkeypatch):
     assert abs(cx - (150 + side / 2)) < 4 and abs(cy - (100 + side / 2)) < 4
 
 
+def _count_detector_calls(r: Reader) -> list:
+    """The list each call of `r`'s detector appends to (the real model still runs)."""
+    calls: list = []
+    real = r.detector.detect
+    r.detector.detect = lambda gray: calls.append(1) or real(gray)
+    return calls
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_detector_call_that_once_took_longer_than_the_frame_is_measured_again(workers):
     """A 40-80 ms stall of the shared machine during one model call taught the budget a cost
@@ -278,9 +286,7 @@ def test_a_detector_call_that_once_took_longer_than_the_frame_is_measured_again(
     # A deadline every machine's model call fits in (185 ms under arm64 emulation), and a
     # stall far past it: the test is about the rule, not this machine's speed.
     r = Reader(deadline_ms=10_000, workers=workers)
-    calls = []
-    real = r.detector.detect
-    r.detector.detect = lambda gray: calls.append(1) or real(gray)
+    calls = _count_detector_calls(r)
     r.read(frame)
     key = ("detect", (480, 640))
     assert calls and key in r.budget.costs
@@ -303,9 +309,7 @@ def test_video_a_detector_too_slow_for_the_frame_still_sees_every_third_frame(wo
     deadline or not."""
     frame = on_canvas(qr_image("DET", module_px=6), size=(480, 640), at=(100, 150))
     r = Reader(deadline_ms=10_000, workers=workers)
-    calls = []
-    real = r.detector.detect
-    r.detector.detect = lambda gray: calls.append(1) or real(gray)
+    calls = _count_detector_calls(r)
     r.read(frame)
     key = ("detect", (480, 640))
     seen = []
@@ -489,9 +493,7 @@ def _conveyor_frames(n: int, seed: int = 0):
 def test_video_rests_the_detector_while_everything_it_found_was_read():
     frames = _conveyor_frames(40)
     r = Reader(detector="tflite", workers=0)
-    calls = []
-    real = r.detector.detect
-    r.detector.detect = lambda g: calls.append(1) or real(g)
+    calls = _count_detector_calls(r)
     for img, _truths in frames:
         r.read(img, noreads=True)
     assert len(calls) == 40  # independent images: the model sees every one
@@ -535,9 +537,7 @@ def test_video_spends_nothing_on_codes_cut_by_the_edge_or_skipped_but_keeps_them
     noread = [c for c in out if c.kind == "noread"]
     assert spent == [] and noread and min(p[0] for p in noread[0].corners) < 3
     # Nothing readable in view (the cut code cannot be read yet): the model rests next frame.
-    calls = []
-    real_detect = r.detector.detect
-    r.detector.detect = lambda g: calls.append(1) or real_detect(g)
+    calls = _count_detector_calls(r)
     for _ in range(2):
         out = r.read(cut, noreads=True, video=True)
         assert calls == [] and not any(c.kind == "noread" for c in out)

@@ -205,8 +205,8 @@ def _under_glare(vals: np.ndarray, modules: np.ndarray, weight: np.ndarray, dark
     paper, G >= 0 so a "paper" darker than paper is ink; an upper envelope because a missed
     ink module only ever lowers the estimate), each module is cut half-way between its own
     paper and ink level, and modules whose two levels are too close (the clipped core) are
-    erased. Measured on the conveyor's glared labels with their true corners: 84 of 90
-    decode, against 57 with the global threshold.
+    erased. Measured on the conveyor's glared labels with their true corners: 87 of 90
+    decode (GridDecoder), against 57 with the global threshold.
     """
     sat = vals >= 250
     if int((sat & (vals >= light_lvl + 6)).sum()) < 3:
